@@ -1,0 +1,25 @@
+"""One exception hierarchy; every message says what is wrong and, where possible, what to do."""
+
+
+class MoestreamError(Exception):
+    """Base of every error moestream raises on purpose; the CLI prints it without a traceback."""
+
+
+class GGUFFormatError(MoestreamError):
+    """The file is not a valid GGUF (bad magic, truncated, inconsistent tensor table)."""
+
+
+class UnsupportedArchitectureError(MoestreamError):
+    """The GGUF names an architecture moestream has no model for."""
+
+
+class UnsupportedQuantTypeError(MoestreamError):
+    """A tensor uses a quantization type moestream cannot compute with."""
+
+
+class TokenizerError(MoestreamError):
+    """The GGUF's tokenizer metadata is missing or of an unsupported kind."""
+
+
+class ConfigError(MoestreamError):
+    """A user-supplied setting is invalid (sampling parameters, budgets, paths)."""
