@@ -1,0 +1,133 @@
+"""Chat-template rendering: the GGUF's `tokenizer.chat_template` (a Jinja2 template from the model's HF repo),
+rendered the way HF transformers' `apply_chat_template(tokenize=False)` does, so prompts match what the model
+was trained on.
+
+Same environment as transformers: an immutable sandbox (templates are untrusted code), `trim_blocks` and
+`lstrip_blocks`, the `loopcontrols` extension, a `tojson` filter that does not HTML-escape, the globals
+`raise_exception` and `strftime_now`, and variables `messages`, `add_generation_prompt`, `tools`, `documents`,
+`bos_token`, `eos_token` plus any extra keyword arguments. A `{% generation %}` block (used by transformers to
+mark assistant text for training masks) renders its body unchanged.
+
+Without a template in the GGUF the default is ChatML (`<|im_start|>role\\ncontent<|im_end|>\\n`), the format of
+transformers' historical default template.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+import jinja2
+import jinja2.ext
+import jinja2.nodes
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from ..errors import TokenizerError
+from .metadata import metadata_of
+
+DEFAULT_CHATML = (
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+# Names a message's reasoning may come under; transformers copies it to all of them before rendering, since
+# templates disagree on which one they read (`reasoning_content` for Qwen/DeepSeek, `thinking` for gpt-oss).
+_REASONING_FIELDS = ("reasoning_content", "thinking", "reasoning")
+
+
+class ChatTemplate:
+    def __init__(self, source: str | None = None, bos_token: str = "", eos_token: str = ""):
+        self.is_default = source is None
+        self.source = DEFAULT_CHATML if source is None else source
+        self.bos_token = bos_token
+        self.eos_token = eos_token
+        self._template = _compile(self.source)
+
+    @classmethod
+    def from_gguf(cls, gguf_file: Any, name: str | None = None) -> ChatTemplate:
+        """The GGUF's template (or a named variant such as 'tool_use' / 'rag'), with its BOS/EOS texts.
+        Falls back to ChatML when the file has no template."""
+        meta = metadata_of(gguf_file)
+        key = "tokenizer.chat_template" + (f".{name}" if name else "")
+        source = meta.get(key)
+        if name and source is None:
+            raise TokenizerError(f"GGUF has no chat template named '{name}' (metadata key '{key}')")
+        return cls(source, bos_token=_token_text(meta, "bos"), eos_token=_token_text(meta, "eos"))
+
+    def render(self, messages: Sequence[Mapping[str, Any]], add_generation_prompt: bool = True,
+               tools: list[dict] | None = None, documents: list[dict] | None = None, **kwargs: Any) -> str:
+        """The prompt text for `messages` (dicts with 'role' and 'content'); `add_generation_prompt` appends
+        the header that starts the assistant's turn. Extra keyword arguments become template variables
+        (e.g. `enable_thinking=False` for Qwen3)."""
+        context = {"bos_token": self.bos_token, "eos_token": self.eos_token, **kwargs}
+        try:
+            return self._template.render(
+                messages=_alias_reasoning([dict(m) for m in messages]),
+                tools=tools,
+                documents=documents,
+                add_generation_prompt=add_generation_prompt,
+                **context,
+            )
+        except jinja2.TemplateError as exc:
+            raise TokenizerError(f"chat template failed to render: {type(exc).__name__}: {exc}") from None
+
+
+def _token_text(meta: Mapping[str, Any], role: str) -> str:
+    token_id = meta.get(f"tokenizer.ggml.{role}_token_id")
+    tokens = meta.get("tokenizer.ggml.tokens") or []
+    return tokens[token_id] if isinstance(token_id, int) and 0 <= token_id < len(tokens) else ""
+
+
+def _alias_reasoning(messages: list[dict]) -> list[dict]:
+    out = []
+    for message in messages:
+        reasoning = next((message[k] for k in _REASONING_FIELDS if message.get(k) is not None), None)
+        if reasoning is not None:
+            message = {"thinking": reasoning, **message, "reasoning_content": reasoning}
+        out.append(message)
+    return out
+
+
+class _GenerationBlock(jinja2.ext.Extension):
+    """`{% generation %}...{% endgeneration %}` renders its body unchanged."""
+
+    tags = {"generation"}
+
+    def parse(self, parser: Any) -> jinja2.nodes.Node:
+        lineno = next(parser.stream).lineno
+        body = parser.parse_statements(("name:endgeneration",), drop_needle=True)
+        return jinja2.nodes.CallBlock(self.call_method("_render_body"), [], [], body).set_lineno(lineno)
+
+    def _render_body(self, caller: Any) -> str:
+        return caller()
+
+
+def _tojson(value: Any, ensure_ascii: bool = False, indent: int | None = None, separators: Any = None,
+            sort_keys: bool = False) -> str:
+    # Jinja's own tojson HTML-escapes '<', '>', '&' and "'", which would change prompts.
+    return json.dumps(value, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
+
+
+def _raise_exception(message: str) -> None:
+    raise jinja2.exceptions.TemplateError(message)
+
+
+def _strftime_now(fmt: str) -> str:
+    return datetime.now().strftime(fmt)
+
+
+def _compile(source: str) -> jinja2.Template:
+    env = ImmutableSandboxedEnvironment(
+        trim_blocks=True, lstrip_blocks=True, extensions=[_GenerationBlock, jinja2.ext.loopcontrols]
+    )
+    env.filters["tojson"] = _tojson
+    env.globals["raise_exception"] = _raise_exception
+    env.globals["strftime_now"] = _strftime_now
+    try:
+        return env.from_string(source)
+    except jinja2.TemplateError as exc:
+        raise TokenizerError(f"chat template does not compile: {type(exc).__name__}: {exc}") from None
