@@ -1,0 +1,63 @@
+"""Open a GGUF, check it, and build the model: resident tensors copied into RAM in their GGUF types, routed
+experts left in the file behind an ExpertStore (the streaming cache plugs in there)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from ..formats import quants
+from ..formats.gguf import GGUFFile
+from ..formats.weight import QuantWeight
+from ..models.args import ModelArgs
+from ..models.decoder import ArchSpec, DecoderModel
+from ..models.registry import spec_for
+from ..store.experts import ExpertStore
+
+PROGRESS_MIN_BYTES = 256 << 20  # show a progress bar only when loading this much
+
+
+@dataclass
+class LoadedModel:
+    path: Path
+    gguf: GGUFFile
+    args: ModelArgs
+    spec: ArchSpec
+    model: DecoderModel
+    experts: ExpertStore | None
+    resident_bytes: int
+
+    @property
+    def expert_bytes(self) -> int:
+        return self.experts.total_nbytes() if self.experts else 0
+
+
+def load_model(path: str | Path, progress: bool = True) -> LoadedModel:
+    gguf = GGUFFile(path)
+    args = ModelArgs.from_gguf(gguf.metadata)
+    spec = spec_for(args)
+    for info in gguf.tensors.values():
+        quants.check_supported(info.qtype, info.name)
+    experts = ExpertStore(gguf, args.n_layers, args.n_experts) if args.n_experts else None
+    expert_names = experts.tensor_names() if experts else set()
+    resident = _load_resident(gguf, [n for n in gguf.tensors if n not in expert_names], progress)
+    model = DecoderModel(args, spec, resident, experts)
+    return LoadedModel(Path(path), gguf, args, spec, model, experts, sum(w.nbytes for w in resident.values()))
+
+
+def _load_resident(gguf: GGUFFile, names: list[str], progress: bool) -> dict[str, QuantWeight]:
+    total = sum(gguf.tensors[n].nbytes for n in names)
+    bar = tqdm(total=total, unit="B", unit_scale=True, desc="loading resident weights",
+               disable=not progress or total < PROGRESS_MIN_BYTES)
+    out = {}
+    with bar:
+        for name in names:
+            info = gguf.tensors[name]
+            raw = torch.from_numpy(np.array(gguf.data(name)))  # copy: resident weights live in RAM
+            out[name] = QuantWeight(raw, info.qtype, info.shape)
+            bar.update(info.nbytes)
+    return out

@@ -1,0 +1,93 @@
+"""Token sampling: repetition/presence/frequency penalties -> top-k -> top-p -> min-p -> temperature -> draw.
+
+Greedy when temperature is 0. A seeded torch.Generator makes sampled runs reproducible."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from dataclasses import dataclass
+
+import torch
+
+from ..errors import ConfigError
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    temperature: float = 0.8
+    top_k: int = 40  # 0 = off
+    top_p: float = 0.95  # 1.0 = off
+    min_p: float = 0.05  # 0.0 = off
+    repeat_penalty: float = 1.0  # 1.0 = off; llama.cpp's rule: divide positive logits, multiply negative ones
+    repeat_last_n: int = 64
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        _check(self.temperature >= 0, f"temperature must be >= 0, got {self.temperature}")
+        _check(self.top_k >= 0, f"top_k must be >= 0, got {self.top_k}")
+        _check(0 < self.top_p <= 1, f"top_p must be in (0, 1], got {self.top_p}")
+        _check(0 <= self.min_p <= 1, f"min_p must be in [0, 1], got {self.min_p}")
+        _check(self.repeat_penalty > 0, f"repeat_penalty must be > 0, got {self.repeat_penalty}")
+        _check(self.repeat_last_n >= 0, f"repeat_last_n must be >= 0, got {self.repeat_last_n}")
+        _check(-2 <= self.presence_penalty <= 2, f"presence_penalty must be in [-2, 2], got {self.presence_penalty}")
+        _check(-2 <= self.frequency_penalty <= 2, f"frequency_penalty must be in [-2, 2], got {self.frequency_penalty}")
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0
+
+
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise ConfigError(message)
+
+
+GREEDY = SamplingParams(temperature=0.0)
+
+
+class Sampler:
+    def __init__(self, params: SamplingParams):
+        self.params = params
+        seed = params.seed if params.seed is not None else random.randrange(2**63)
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def __call__(self, logits: torch.Tensor, history: list[int]) -> int:
+        # logits: [V] float32 for the next position; history: token ids so far (prompt + generated)
+        logits = apply_penalties(logits.clone(), history, self.params)
+        if self.params.greedy:
+            return int(torch.argmax(logits))
+        probs = torch.softmax(filter_logits(logits, self.params) / self.params.temperature, dim=-1)
+        return int(torch.multinomial(probs, 1, generator=self.generator))
+
+
+def apply_penalties(logits: torch.Tensor, history: list[int], p: SamplingParams) -> torch.Tensor:
+    if p.repeat_penalty != 1.0 and p.repeat_last_n and history:
+        ids = torch.tensor(sorted(set(history[-p.repeat_last_n :])), dtype=torch.long)
+        picked = logits[ids]
+        logits[ids] = torch.where(picked > 0, picked / p.repeat_penalty, picked * p.repeat_penalty)
+    if (p.presence_penalty or p.frequency_penalty) and history:
+        counts = Counter(history)
+        ids = torch.tensor(list(counts), dtype=torch.long)
+        freq = torch.tensor(list(counts.values()), dtype=logits.dtype)
+        logits[ids] -= p.presence_penalty + p.frequency_penalty * freq
+    return logits
+
+
+def filter_logits(logits: torch.Tensor, p: SamplingParams) -> torch.Tensor:
+    """Set to -inf every token outside top-k, outside the top-p nucleus, or below min_p x the best probability."""
+    sorted_logits, order = torch.sort(logits, descending=True)
+    keep = torch.ones_like(sorted_logits, dtype=torch.bool)
+    if p.top_k:
+        keep[p.top_k :] = False
+    probs = torch.softmax(sorted_logits.masked_fill(~keep, float("-inf")), dim=-1)
+    if p.top_p < 1.0:
+        # keep the smallest prefix whose mass reaches top_p (the first token always stays)
+        keep &= (probs.cumsum(-1) - probs) < p.top_p
+    if p.min_p > 0:
+        keep &= probs >= p.min_p * probs[0]
+    out = torch.full_like(logits, float("-inf"))
+    out[order[keep]] = logits[order[keep]]
+    return out

@@ -1,0 +1,62 @@
+"""Mixture-of-Experts feed-forward: route -> (streamed) experts -> combine, plus an optional gated shared expert.
+
+The block only sees experts through `experts(x, topk_ids, topk_weights)`; where their weights come from (RAM,
+disk, a cache) is decided below that call."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import torch
+import torch.nn.functional as F
+
+from .linear import QuantLinear
+
+
+class RoutedExperts(Protocol):
+    def __call__(self, x: torch.Tensor, topk_ids: torch.Tensor, topk_weights: torch.Tensor) -> torch.Tensor:
+        """x: [T, D], topk_ids/topk_weights: [T, k] -> weighted sum of the chosen experts' outputs, [T, D]."""
+
+
+class DenseFFN:
+    """down(silu(gate(x)) * up(x))."""
+
+    def __init__(self, gate: QuantLinear, up: QuantLinear, down: QuantLinear):
+        self.gate, self.up, self.down = gate, up, down
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down(F.silu(self.gate(x)) * self.up(x))
+
+
+class SharedExpert:
+    """Qwen2-MoE's always-on expert, scaled per token by sigmoid(x . w_gate)."""
+
+    def __init__(self, ffn: DenseFFN, gate_inp: QuantLinear):
+        self.ffn, self.gate_inp = ffn, gate_inp
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.gate_inp(x)) * self.ffn(x)
+
+
+class Router:
+    """Softmax over all experts, top-k, optionally renormalised so the k weights sum to one."""
+
+    def __init__(self, gate_inp: QuantLinear, k: int, normalize: bool):
+        self.gate_inp, self.k, self.normalize = gate_inp, k, normalize
+
+    def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        probs = torch.softmax(self.gate_inp(x), dim=-1, dtype=torch.float32)  # [T, E]
+        weights, ids = torch.topk(probs, self.k, dim=-1)  # [T, k]
+        if self.normalize:
+            weights = weights / weights.sum(dim=-1, keepdim=True)
+        return ids, weights
+
+
+class MoEBlock:
+    def __init__(self, router: Router, experts: RoutedExperts, shared: SharedExpert | None = None):
+        self.router, self.experts, self.shared = router, experts, shared
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        ids, weights = self.router(x)
+        out = self.experts(x, ids, weights)
+        return out + self.shared(x) if self.shared is not None else out

@@ -1,0 +1,122 @@
+"""The decoder stack shared by every architecture: embed -> blocks (attention + FFN/MoE) -> norm -> lm_head.
+
+Architecture files describe what differs (RoPE layout, router rule, Q/K norms, shared expert) in an `ArchSpec`;
+this file assembles the layers. Weights arrive as a mapping of GGUF tensor names; routed experts as a source."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Mapping
+
+import torch
+
+from ..errors import GGUFFormatError
+from ..formats.weight import QuantWeight
+from ..layers.attention import Attention, AttentionWeights, Segment
+from ..layers.experts import ExpertFFNs, ExpertSource
+from ..layers.linear import QuantLinear
+from ..layers.moe import DenseFFN, MoEBlock, Router, SharedExpert
+from ..layers.norm import RMSNorm
+from ..layers.rope import Rope
+from .args import ModelArgs
+
+
+@dataclass(frozen=True)
+class ArchSpec:
+    name: str  # GGUF general.architecture
+    rope: str  # "norm" (adjacent pairs) or "neox" (halves)
+    norm_topk: bool  # renormalise the top-k router weights (llama.cpp's rule for this architecture)
+    qk_norm: str | None = None  # None, "head" (RMSNorm per head) or "full" (over the whole projection)
+    shared_expert: bool = False  # Qwen2-MoE's sigmoid-gated shared expert
+    requires_experts: bool = True
+
+
+class Weights:
+    """Typed access to resident tensors by GGUF name, with errors that name the missing tensor."""
+
+    def __init__(self, tensors: Mapping[str, QuantWeight]):
+        self.tensors = tensors
+
+    def linear(self, name: str, bias: str | None = None) -> QuantLinear:
+        b = self.vector(bias) if bias and bias in self.tensors else None
+        return QuantLinear(self[name], b)
+
+    def vector(self, name: str) -> torch.Tensor:
+        return self[name].dense()
+
+    def norm(self, name: str, eps: float) -> RMSNorm:
+        return RMSNorm(self.vector(name), eps)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.tensors
+
+    def __getitem__(self, name: str) -> QuantWeight:
+        if name not in self.tensors:
+            raise GGUFFormatError(f"tensor {name} is missing from the file")
+        return self.tensors[name]
+
+
+class Block:
+    def __init__(self, attn_norm: RMSNorm, attn: Attention, ffn_norm: RMSNorm, ffn: Callable):
+        self.attn_norm, self.attn, self.ffn_norm, self.ffn = attn_norm, attn, ffn_norm, ffn
+
+    def __call__(self, x: torch.Tensor, segments: list[Segment]) -> torch.Tensor:
+        x = x + self.attn(self.attn_norm(x), segments)
+        return x + self.ffn(self.ffn_norm(x))
+
+
+class DecoderModel:
+    def __init__(self, args: ModelArgs, spec: ArchSpec, tensors: Mapping[str, QuantWeight], experts: ExpertSource | None):
+        self.args, self.spec = args, spec
+        w = Weights(tensors)
+        self.embedding = w["token_embd.weight"]  # [V, D]
+        rope = Rope(args.rope_dim, args.rope_base, spec.rope)
+        self.blocks = [self._block(w, i, rope, experts) for i in range(args.n_layers)]
+        self.norm = w.norm("output_norm.weight", args.rms_eps)
+        # tied embeddings: files without output.weight reuse token_embd
+        self.lm_head = w.linear("output.weight" if "output.weight" in w else "token_embd.weight")
+
+    @property
+    def vocab_size(self) -> int:
+        return self.embedding.shape[0]
+
+    def forward(self, tokens: torch.Tensor, segments: list[Segment]) -> torch.Tensor:
+        """tokens: [T] int64 of all segments concatenated -> hidden states [T, D] after the final norm."""
+        x = self.embedding.rows(tokens)
+        for block in self.blocks:
+            x = block(x, segments)
+        return self.norm(x)
+
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.lm_head(hidden)  # [T, V]
+
+    def _block(self, w: Weights, i: int, rope: Rope, experts: ExpertSource | None) -> Block:
+        p, a = f"blk.{i}.", self.args
+        attn = Attention(i, self._attention_weights(w, p), a.n_heads, a.n_kv_heads, a.head_dim, rope)
+        ffn = self._moe(w, p, i, experts) if a.n_experts else self._dense_ffn(w, p)
+        return Block(w.norm(p + "attn_norm.weight", a.rms_eps), attn, w.norm(p + "ffn_norm.weight", a.rms_eps), ffn)
+
+    def _attention_weights(self, w: Weights, p: str) -> AttentionWeights:
+        aw = AttentionWeights(
+            q=w.linear(p + "attn_q.weight", p + "attn_q.bias"), k=w.linear(p + "attn_k.weight", p + "attn_k.bias"),
+            v=w.linear(p + "attn_v.weight", p + "attn_v.bias"), o=w.linear(p + "attn_output.weight"),
+        )
+        if self.spec.qk_norm:
+            aw.q_norm = w.norm(p + "attn_q_norm.weight", self.args.rms_eps)
+            aw.k_norm = w.norm(p + "attn_k_norm.weight", self.args.rms_eps)
+            aw.qk_norm_per_head = self.spec.qk_norm == "head"
+        return aw
+
+    def _moe(self, w: Weights, p: str, i: int, experts: ExpertSource | None) -> MoEBlock:
+        assert experts is not None, "a model with experts needs an expert source"
+        norm_topk = self.spec.norm_topk if self.args.norm_topk is None else self.args.norm_topk
+        router = Router(w.linear(p + "ffn_gate_inp.weight"), self.args.n_experts_used, norm_topk)
+        shared = None
+        if self.spec.shared_expert:
+            ffn = DenseFFN(w.linear(p + "ffn_gate_shexp.weight"), w.linear(p + "ffn_up_shexp.weight"),
+                           w.linear(p + "ffn_down_shexp.weight"))
+            shared = SharedExpert(ffn, w.linear(p + "ffn_gate_inp_shexp.weight"))
+        return MoEBlock(router, ExpertFFNs(i, experts), shared)
+
+    def _dense_ffn(self, w: Weights, p: str) -> DenseFFN:
+        return DenseFFN(w.linear(p + "ffn_gate.weight"), w.linear(p + "ffn_up.weight"), w.linear(p + "ffn_down.weight"))

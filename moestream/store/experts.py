@@ -1,0 +1,87 @@
+"""Where each (layer, expert)'s gate/up/down weights live in a GGUF, for both layouts found in real files:
+merged `blk.L.ffn_gate_exps.weight` [E, F, D] and the older per-expert `blk.L.ffn_gate.E.weight` [F, D]."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..errors import GGUFFormatError
+from ..formats.gguf import GGUFFile, TensorInfo
+from ..formats.weight import ExpertWeights, QuantWeight
+
+PARTS = ("gate", "up", "down")
+
+
+@dataclass(frozen=True)
+class ExpertRange:
+    """Bytes of one expert matrix in the file."""
+
+    tensor: str
+    offset: int
+    nbytes: int
+
+
+class ExpertStore:
+    """Maps (layer, expert) to its three weight matrices, as memory-mapped views of the file."""
+
+    def __init__(self, gguf: GGUFFile, n_layers: int, n_experts: int):
+        self.gguf, self.n_layers, self.n_experts = gguf, n_layers, n_experts
+        self.layout = "merged" if f"blk.0.ffn_gate_exps.weight" in gguf.tensors else "per-expert"
+        self._check_present()
+
+    def tensor_names(self) -> set[str]:
+        """Every tensor that belongs to a routed expert (so not resident)."""
+        return {self._tensor_name(layer, part, e) for layer in range(self.n_layers)
+                for part in PARTS for e in self._experts_in_names()}
+
+    def get(self, layer: int, expert: int) -> ExpertWeights:
+        return ExpertWeights(*(self._weight(layer, part, expert) for part in PARTS))
+
+    def ranges(self, layer: int, expert: int) -> list[ExpertRange]:
+        return [self._range(layer, part, expert) for part in PARTS]
+
+    def expert_nbytes(self, layer: int, expert: int) -> int:
+        return sum(r.nbytes for r in self.ranges(layer, expert))
+
+    def total_nbytes(self) -> int:
+        return sum(self.expert_nbytes(layer, e) for layer in range(self.n_layers) for e in range(self.n_experts))
+
+    def _experts_in_names(self) -> range:
+        return range(1) if self.layout == "merged" else range(self.n_experts)
+
+    def _tensor_name(self, layer: int, part: str, expert: int) -> str:
+        if self.layout == "merged":
+            return f"blk.{layer}.ffn_{part}_exps.weight"
+        return f"blk.{layer}.ffn_{part}.{expert}.weight"
+
+    def _info(self, layer: int, part: str, expert: int) -> TensorInfo:
+        return self.gguf.tensors[self._tensor_name(layer, part, expert)]
+
+    def _weight(self, layer: int, part: str, expert: int) -> QuantWeight:
+        info = self._info(layer, part, expert)
+        raw = self.gguf.data(info.name)
+        if self.layout == "merged":
+            return QuantWeight(raw[expert], info.qtype, info.shape[1:])
+        return QuantWeight(raw, info.qtype, info.shape)
+
+    def _range(self, layer: int, part: str, expert: int) -> ExpertRange:
+        info = self._info(layer, part, expert)
+        if self.layout == "per-expert":
+            return ExpertRange(info.name, info.offset, info.nbytes)
+        size = info.nbytes // self.n_experts
+        return ExpertRange(info.name, info.offset + expert * size, size)
+
+    def _check_present(self) -> None:
+        for layer in range(self.n_layers):
+            for part in PARTS:
+                for e in self._experts_in_names():
+                    name = self._tensor_name(layer, part, e)
+                    if name not in self.gguf.tensors:
+                        raise GGUFFormatError(f"{self.gguf.path}: expert tensor {name} is missing")
+                    self._check_shape(self.gguf.tensors[name])
+
+    def _check_shape(self, info: TensorInfo) -> None:
+        if self.layout == "merged" and (len(info.shape) != 3 or info.shape[0] != self.n_experts):
+            raise GGUFFormatError(
+                f"{self.gguf.path}: {info.name} has shape {info.shape}, expected [{self.n_experts}, rows, cols]"
+            )
