@@ -12,6 +12,7 @@ import torch
 
 from ..layers.attention import Segment
 from ..models.decoder import DecoderModel
+from ..errors import ConfigError
 from .kv_cache import KVCache
 from .sampling import Sampler, SamplingParams
 
@@ -24,6 +25,7 @@ class GenerationStats:
     generated_tokens: int = 0
     prefill_seconds: float = 0.0
     decode_seconds: float = 0.0
+    finish_reason: str | None = None
 
     @property
     def prefill_tps(self) -> float:
@@ -78,6 +80,10 @@ def generate(
     stop_ids: set[int] = frozenset(), context_length: int | None = None,
 ) -> Iterator[TokenEvent]:
     ctx = context_length or model.args.context_length
+    if not prompt:
+        raise ConfigError("cannot generate from an empty prompt")
+    if len(prompt) >= ctx:
+        raise ConfigError(f"the prompt has {len(prompt)} tokens but the context holds {ctx}; shorten it or raise --ctx-size")
     seq = new_sequence(model, prompt, ctx)
     sampler = Sampler(params)
     t0 = time.perf_counter()
@@ -90,7 +96,7 @@ def generate(
         seq.stats.generated_tokens += 1
         reason = _finish_reason(token, i, max_new_tokens, len(seq.tokens), ctx, stop_ids)
         if reason:
-            seq.stats.decode_seconds = time.perf_counter() - t0
+            seq.stats.decode_seconds, seq.stats.finish_reason = time.perf_counter() - t0, reason
             yield TokenEvent(token, reason, seq.stats)
             return
         yield TokenEvent(token)

@@ -22,6 +22,39 @@ PROGRESS_MIN_BYTES = 256 << 20  # show a progress bar only when loading this muc
 
 
 @dataclass
+class ModelInfo:
+    """What a GGUF holds, checked, before any weight is read."""
+
+    gguf: GGUFFile
+    args: ModelArgs
+    spec: ArchSpec
+    experts: ExpertStore | None
+    resident_names: list[str]
+
+    @property
+    def resident_bytes(self) -> int:
+        return sum(self.gguf.tensors[n].nbytes for n in self.resident_names)
+
+    @property
+    def expert_bytes(self) -> int:
+        return self.experts.total_nbytes() if self.experts else 0
+
+    @property
+    def n_params(self) -> int:
+        return sum(t.n_elements for t in self.gguf.tensors.values())
+
+    @property
+    def active_params(self) -> int:
+        """Parameters one token touches: everything resident plus its top-k experts in every layer."""
+        resident = sum(self.gguf.tensors[n].n_elements for n in self.resident_names)
+        if not self.experts:
+            return resident
+        a = self.args
+        per_expert = 3 * a.ff_expert * a.d_model
+        return resident + a.n_layers * a.n_experts_used * per_expert
+
+
+@dataclass
 class LoadedModel:
     path: Path
     gguf: GGUFFile
@@ -36,17 +69,22 @@ class LoadedModel:
         return self.experts.total_nbytes() if self.experts else 0
 
 
-def load_model(path: str | Path, progress: bool = True) -> LoadedModel:
-    gguf = GGUFFile(path)
+def check_model(gguf: GGUFFile) -> ModelInfo:
+    """Architecture, hyper-parameters, quant types and expert tensors, checked; raises MoestreamError."""
     args = ModelArgs.from_gguf(gguf.metadata)
     spec = spec_for(args)
     for info in gguf.tensors.values():
         quants.check_supported(info.qtype, info.name)
     experts = ExpertStore(gguf, args.n_layers, args.n_experts) if args.n_experts else None
     expert_names = experts.tensor_names() if experts else set()
-    resident = _load_resident(gguf, [n for n in gguf.tensors if n not in expert_names], progress)
-    model = DecoderModel(args, spec, resident, experts)
-    return LoadedModel(Path(path), gguf, args, spec, model, experts, sum(w.nbytes for w in resident.values()))
+    return ModelInfo(gguf, args, spec, experts, [n for n in gguf.tensors if n not in expert_names])
+
+
+def load_model(path: str | Path, progress: bool = True) -> LoadedModel:
+    info = check_model(GGUFFile(path))
+    resident = _load_resident(info.gguf, info.resident_names, progress)
+    model = DecoderModel(info.args, info.spec, resident, info.experts)
+    return LoadedModel(Path(path), info.gguf, info.args, info.spec, model, info.experts, info.resident_bytes)
 
 
 def _load_resident(gguf: GGUFFile, names: list[str], progress: bool) -> dict[str, QuantWeight]:

@@ -1,0 +1,69 @@
+"""`moestream generate`: complete a prompt, streaming text to stdout as tokens are produced."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ..engine.generate import GenerationStats, generate
+from ..engine.loader import load_model
+from ..errors import ConfigError
+from ..tokenizer import Tokenizer
+from .options import add_model_flag, add_sampling_flags, context_length, sampling_params
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("generate", help="complete a prompt, streaming tokens to stdout")
+    add_model_flag(p)
+    p.add_argument("-p", "--prompt", required=True, help="prompt text")
+    p.add_argument("-n", "--n-predict", type=int, default=128, metavar="N", help="tokens to generate (default %(default)s)")
+    p.add_argument("--no-bos", action="store_true", help="do not prepend the BOS token")
+    p.add_argument("--ignore-eos", action="store_true", help="keep generating past end-of-generation tokens")
+    p.add_argument("--no-echo", action="store_true", help="do not print the prompt before the completion")
+    add_sampling_flags(p)
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    params = sampling_params(args)
+    if args.n_predict < 0:
+        raise ConfigError(f"--n-predict must be >= 0, got {args.n_predict}")
+    lm = load_model(args.model)
+    tok = Tokenizer.from_gguf(lm.gguf)
+    prompt = tok.encode(args.prompt, add_bos=False if args.no_bos else None)
+    if not prompt:
+        raise ConfigError("the prompt encodes to no tokens; give a non-empty prompt or drop --no-bos")
+    if not args.no_echo:
+        _write(args.prompt)
+    stop = set() if args.ignore_eos else set(tok.eog_ids)
+    _, stats = stream_completion(lm.model, tok, prompt, params, args.n_predict, stop, context_length(args, lm.args.context_length))
+    print_summary(stats)
+    return 0
+
+
+def stream_completion(model, tok: Tokenizer, prompt: list[int], params, n: int, stop: set[int],
+                      ctx: int) -> tuple[str, GenerationStats]:
+    """Generate and print text pieces as they complete; returns the text and the run's statistics."""
+    decoder, stats, pieces = tok.stream(), GenerationStats(prompt_tokens=len(prompt)), []
+    for event in generate(model, prompt, params, n, stop_ids=stop, context_length=ctx):
+        pieces.append(decoder.push(event.token))
+        _write(pieces[-1])
+        stats = event.stats or stats
+    pieces.append(decoder.flush())
+    _write(pieces[-1] + "\n")
+    return "".join(pieces), stats
+
+
+def print_summary(stats: GenerationStats) -> None:
+    print(
+        f"prompt: {stats.prompt_tokens} tokens, {stats.prefill_tps:.1f} tok/s | "
+        f"generated: {stats.generated_tokens} tokens, {stats.decode_tps:.2f} tok/s | "
+        f"finish: {stats.finish_reason or 'length'}",
+        file=sys.stderr,
+    )
+
+
+def _write(text: str) -> None:
+    if text:
+        sys.stdout.write(text)
+        sys.stdout.flush()

@@ -1,0 +1,73 @@
+"""`moestream inspect FILE`: what is in a GGUF, and how much of it stays resident vs streams as experts."""
+
+from __future__ import annotations
+
+import argparse
+from collections import defaultdict
+
+from ..engine.loader import check_model
+from ..formats.gguf import GGUFFile
+from ..tokenizer import Tokenizer
+from .units import fmt_bytes, fmt_count
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("inspect", help="architecture, sizes, quant types, expert and resident bytes of a GGUF")
+    p.add_argument("file", metavar="FILE")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    gguf = GGUFFile(args.file)
+    info = check_model(gguf)
+    for key, value in report(gguf, info):
+        print(f"{key:<18} {value}")
+    return 0
+
+
+def report(gguf: GGUFFile, info) -> list[tuple[str, str]]:
+    a, experts = info.args, info.experts
+    rows = [
+        ("file", f"{gguf.path} ({fmt_bytes(gguf.file_size)})"),
+        ("name", str(gguf.get("general.name", "-"))),
+        ("architecture", f"{a.arch} ({'MoE' if a.n_experts else 'dense'})"),
+        ("layers", str(a.n_layers)),
+        ("d_model", str(a.d_model)),
+        ("heads", f"{a.n_heads} query, {a.n_kv_heads} key/value, head_dim {a.head_dim}"),
+        ("context", str(a.context_length)),
+        ("rope", f"{info.spec.rope}, base {a.rope_base:g}, dims {a.rope_dim}"),
+        ("vocabulary", _vocab(gguf)),
+        ("parameters", f"{fmt_count(info.n_params)} total, {fmt_count(info.active_params)} active per token"),
+    ]
+    if experts:
+        e_bytes = experts.expert_nbytes(0, 0)
+        rows += [
+            ("experts", f"{a.n_experts} per layer, top-{a.n_experts_used}, FFN width {a.ff_expert}, layout {experts.layout}"),
+            ("expert size", f"{fmt_bytes(e_bytes)} each (gate+up+down, layer 0), {a.n_layers * a.n_experts} in all"),
+        ]
+        if a.ff_shared:
+            rows.append(("shared expert", f"FFN width {a.ff_shared}"))
+    rows += [
+        ("expert bytes", fmt_bytes(info.expert_bytes) + " (streamed)"),
+        ("resident bytes", fmt_bytes(info.resident_bytes) + " (attention, embeddings, norms, router, output)"),
+        ("quant types", _qtypes(gguf)),
+        ("chat template", "yes" if gguf.get("tokenizer.chat_template") else "no (ChatML fallback)"),
+    ]
+    return rows
+
+
+def _vocab(gguf: GGUFFile) -> str:
+    try:
+        tok = Tokenizer.from_gguf(gguf)
+    except Exception as exc:  # an unusable tokenizer should not hide the rest of the report
+        return f"unusable ({exc})"
+    return f"{tok.vocab_size} tokens, {tok.model_name} ({tok.pre or 'default'}), bos {tok.bos_id}, eos {tok.eos_id}"
+
+
+def _qtypes(gguf: GGUFFile) -> str:
+    by_type: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    for t in gguf.tensors.values():
+        by_type[t.qtype.name][0] += 1
+        by_type[t.qtype.name][1] += t.nbytes
+    parts = sorted(by_type.items(), key=lambda kv: -kv[1][1])
+    return ", ".join(f"{name}: {n} tensors, {fmt_bytes(b)}" for name, (n, b) in parts)

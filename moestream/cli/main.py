@@ -1,0 +1,37 @@
+"""`moestream` command line: generate, chat, inspect. Errors print as one line, never a traceback."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .. import __version__
+from ..errors import MoestreamError
+from . import chat, generate, inspect_cmd
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="moestream", description="Run Mixture-of-Experts LLMs from GGUF files.")
+    parser.add_argument("--version", action="version", version=f"moestream {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for module in (generate, chat, inspect_cmd):
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except MoestreamError as exc:
+        print(f"moestream: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("\nmoestream: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0  # e.g. piped into `head`
+
+
+if __name__ == "__main__":
+    sys.exit(main())

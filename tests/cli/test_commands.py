@@ -1,0 +1,60 @@
+"""The CLI as a user runs it: inspect numbers, streamed generation, chat over stdin."""
+
+from __future__ import annotations
+
+import torch
+
+from moestream.engine.generate import generate
+from moestream.engine.loader import load_model
+from moestream.engine.sampling import GREEDY
+from moestream.tokenizer import Tokenizer
+from tests.cli.test_bad_input import run_cli
+from tests.fixtures.tiny_models import CONFIGS, gguf_path
+
+
+def test_inspect_reports_architecture_and_bytes():
+    path = gguf_path("qwen2moe")
+    result = run_cli("inspect", str(path))
+    assert result.returncode == 0, result.stderr
+    rows = dict(line.split(None, 1) if " " in line else (line, "") for line in result.stdout.splitlines())
+    out = result.stdout
+    cfg = CONFIGS["qwen2moe"][1]
+    assert f"experts            {cfg['num_experts']} per layer, top-{cfg['num_experts_per_tok']}" in out
+    assert f"layers             {cfg['num_hidden_layers']}" in out
+    assert f"FFN width {cfg['moe_intermediate_size']}" in out and f"FFN width {cfg['shared_expert_intermediate_size']}" in out
+    # one expert = gate + up + down, F32: 3 * 48 * 64 * 4 bytes = 36 KiB
+    assert "36.00 KiB each" in out
+    assert "qwen2moe (MoE)" in out and "50257 tokens, gpt2 (gpt-2)" in out
+
+
+def test_generate_streams_the_engines_greedy_tokens():
+    path = gguf_path("mixtral")
+    result = run_cli("generate", "-m", str(path), "-p", "The king said", "-n", "12", "--temp", "0", "--no-echo")
+    assert result.returncode == 0, result.stderr
+    lm = load_model(path, progress=False)
+    tok = Tokenizer.from_gguf(lm.gguf)
+    tokens = [e.token for e in generate(lm.model, tok.encode("The king said"), GREEDY, 12)]
+    assert result.stdout == "".join(tok.stream().iter_text(tokens)) + "\n"
+    assert "generated: 12 tokens" in result.stderr
+
+
+def test_generate_is_reproducible_with_a_seed():
+    args = ["generate", "-m", str(gguf_path("olmoe")), "-p", "Hello", "-n", "10", "--temp", "1.0", "--seed", "42"]
+    first, second = run_cli(*args), run_cli(*args)
+    assert first.returncode == 0, first.stderr
+    assert first.stdout == second.stdout
+    other = run_cli(*args[:-1], "43")
+    assert other.stdout != first.stdout
+
+
+def test_chat_answers_lines_from_stdin():
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-m", "moestream", "chat", "-m", str(gguf_path("qwen3moe")), "-n", "6", "--temp", "0", "--verbose"],
+        input="hello there\nand again\n", capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.count("generated:") == 2  # one reply per user line
+    assert len(result.stdout.strip()) > 0
