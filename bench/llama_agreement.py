@@ -12,7 +12,8 @@ tokens for the same prompt ids (both stop early only on an end-of-generation tok
   argmax is llama.cpp's token; at each other step the top-1 margins in llama.cpp (from its top-5 log-probs)
   and in moestream (logits), and moestream's smallest router margin (last chosen vs first unchosen expert
   probability, over layers), to tell near-ties (output or routing) from real differences.
-The first teacher-forced mismatch is (up to batch-vs-step rounding) where free-running generation diverged. Prints a table, writes JSON.
+The first teacher-forced mismatch is (up to batch-vs-step rounding) where free-running generation diverged.
+Prints a table and writes JSON.
 
 `--gguf FILE` (repeatable) compares given files instead of the tiny models, e.g. a file made by
 bench/make_mixtral_shapes.py.
@@ -84,6 +85,7 @@ class Result:
     identical: int  # free-running: identical tokens position by position
     teacher_forced: int  # steps where our argmax on llama.cpp's prefix equals llama.cpp's token
     mismatches: list[Mismatch]  # the other steps (the first is where free-running generation diverged)
+    drift: dict[str, float]  # teacher-forced |log-prob difference| over llama.cpp's top-N tokens: mean, max
     quantize: dict | None = None
     seconds: dict[str, float] = field(default_factory=dict)
     error: str | None = None  # set when llama.cpp or moestream failed on this file
@@ -201,7 +203,8 @@ def llama_tokens(bin_dir: Path, model: Path, prompt_ids: list[int], n_predict: i
     """Greedy ids from llama-server and, per step, its top-N [(id, logprob)]."""
     with LlamaServer(bin_dir, model, log_path) as server:
         reply = server.complete(prompt_ids, n_predict)
-    tops = [[(p["id"], p["logprob"]) for p in step["top_logprobs"]] for step in reply.get("completion_probabilities", [])]
+    steps = reply.get("completion_probabilities", [])
+    tops = [[(p["id"], p["logprob"]) for p in step["top_logprobs"]] for step in steps]
     return list(reply["tokens"]), tops
 
 
@@ -248,8 +251,7 @@ def teacher_forced(model, prompt_ids: list[int], tokens: list[int]) -> tuple[tor
     return logits, margin
 
 
-def mismatches(model, prompt_ids: list[int], llama: list[int], tops) -> list[Mismatch]:
-    logits, router_margin = teacher_forced(model, prompt_ids, llama)
+def mismatches(logits: torch.Tensor, router_margin: torch.Tensor, llama: list[int], tops) -> list[Mismatch]:
     out = []
     for step, want in enumerate(llama):
         ours = int(torch.argmax(logits[step]))
@@ -261,6 +263,15 @@ def mismatches(model, prompt_ids: list[int], llama: list[int], tops) -> list[Mis
         out.append(Mismatch(step, ours, want, llama_margin, float(logits[step, ours] - logits[step, want]),
                             float(router_margin[step]), top))
     return out
+
+
+def logprob_drift(logits: torch.Tensor, tops) -> dict[str, float]:
+    """|moestream log-prob - llama.cpp log-prob| over llama.cpp's top-N tokens at every step (teacher-forced)."""
+    logprobs = torch.log_softmax(logits.float(), dim=-1)
+    diffs = [abs(float(logprobs[step, tok]) - lp) for step, top in enumerate(tops[: len(logits)]) for tok, lp in top]
+    if not diffs:
+        return {"mean_abs": float("nan"), "max_abs": float("nan")}
+    return {"mean_abs": round(sum(diffs) / len(diffs), 4), "max_abs": round(max(diffs), 4)}
 
 
 # ---- comparison -------------------------------------------------------------------------------------------
@@ -287,19 +298,22 @@ def compare_file(name: str, path: Path, bin_dir: Path, n_predict: int, work_dir:
     try:
         loaded = load_model(path, progress=False)
     except Exception as exc:
-        raise RuntimeError(f"moestream load_model failed ({type(exc).__name__}: {exc}); llama.cpp gave {llama}") from exc
+        msg = f"moestream load_model failed ({type(exc).__name__}: {exc}); llama.cpp gave {llama}"
+        raise RuntimeError(msg) from exc
     ours = our_tokens(loaded.model, prompt_ids, n_predict, set(tok.eog_ids))
     t2 = time.perf_counter()
-    bad = mismatches(loaded.model, prompt_ids, llama, tops)
+    logits, router_margin = teacher_forced(loaded.model, prompt_ids, llama)
+    bad = mismatches(logits, router_margin, llama, tops)
     return Result(name, str(path), tensor_types(path), prompt_ids, ours, llama, leading_identical(ours, llama),
-                  identical_positions(ours, llama), len(llama) - len(bad), bad, quantize_info,
+                  identical_positions(ours, llama), len(llama) - len(bad), bad, logprob_drift(logits, tops),
+                  quantize_info,
                   {"llama": round(t1 - t0, 2), "moestream": round(t2 - t1, 2)})
 
 
 def failed(name: str, path: Path, quantize_info: dict | None, exc: BaseException) -> Result:
     error = f"{type(exc).__name__}: {exc}".strip()[:1000]
     types = tensor_types(path) if path.exists() else {}
-    return Result(name, str(path), types, [], [], [], 0, 0, 0, [], quantize_info, error=error)
+    return Result(name, str(path), types, [], [], [], 0, 0, 0, [], {}, quantize_info, error=error)
 
 
 def tiny_model_files(arch: str, bin_dir: Path, work_dir: Path) -> list[tuple[str, Path, dict | None]]:
@@ -322,19 +336,23 @@ def fmt_margin(x: float | None) -> str:
 
 
 def print_table(results: list[Result]) -> None:
-    head = f"{'file':<16} {'tensor types':<30} {'lead':>5} {'same':>6} {'forced':>6}  first mismatch (forced)"
+    head = (f"{'file':<16} {'tensor types':<34} {'lead':>5} {'same':>6} {'forced':>6} {'drift':>13}  "
+            "first mismatch (forced)")
     print(head)
     print("-" * (len(head) + 40))
     for r in results:
         types = ",".join(f"{k}:{v}" for k, v in sorted(r.tensor_types.items()))
         if r.error:
-            print(f"{r.name:<16} {types:<30} FAILED: {r.error.splitlines()[0][:200]}")
+            print(f"{r.name:<16} {types:<34} FAILED: {r.error.splitlines()[0][:200]}")
             continue
         n = max(len(r.ours), len(r.llama))
-        print(f"{r.name:<16} {types:<30} {r.leading:>5} {r.identical:>3}/{n:<2} {r.teacher_forced:>3}/{len(r.llama):<2}  "
+        drift = f"{r.drift['mean_abs']:.3f}/{r.drift['max_abs']:.3f}"
+        print(f"{r.name:<16} {types:<34} {r.leading:>5} {r.identical:>3}/{n:<2} "
+              f"{r.teacher_forced:>3}/{len(r.llama):<2} {drift:>13}  "
               + (describe(r.mismatches[0]) if r.mismatches else "-"))
     print("lead/same: free-running greedy, leading / position-wise identical tokens. forced: steps where moestream's "
-          "argmax\non llama.cpp's own prefix is llama.cpp's token. Mismatch: step ours/llama; llama gap = logprob "
+          "argmax\non llama.cpp's own prefix is llama.cpp's token. drift: mean/max |log-prob difference| over "
+          "llama.cpp's top-5\ntokens at every forced step. Mismatch: step ours/llama; llama gap = logprob "
           "difference in llama.cpp\n(- if ours not in its top-5), our gap = logit difference in moestream, router = "
           "smallest gap between the last\nchosen and the first unchosen expert's router probability over layers.")
 

@@ -32,7 +32,10 @@ from tqdm import tqdm
 
 ARCH = "llama"
 QTYPES = {"q4_0": GGMLQuantizationType.Q4_0, "q8_0": GGMLQuantizationType.Q8_0}
-FILE_TYPES = {GGMLQuantizationType.Q4_0: LlamaFileType.MOSTLY_Q4_0, GGMLQuantizationType.Q8_0: LlamaFileType.MOSTLY_Q8_0}
+FILE_TYPES = {
+    GGMLQuantizationType.Q4_0: LlamaFileType.MOSTLY_Q4_0,
+    GGMLQuantizationType.Q8_0: LlamaFileType.MOSTLY_Q8_0,
+}
 # E[q^2] of one quant value, with q uniform over the codes: Q4_0 codes are nibble - 8 in [-8, 7],
 # Q8_0 codes are int8 in [-128, 127]. Used to turn a target weight std into a block scale.
 CODE_MEAN_SQUARE = {GGMLQuantizationType.Q4_0: 21.5, GGMLQuantizationType.Q8_0: 5461.5}

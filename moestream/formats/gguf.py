@@ -1,18 +1,20 @@
-"""Read a GGUF file's metadata and tensor table through the `gguf` package, with checks that turn every
-malformed file into a `GGUFFormatError` naming the problem. No torch here: tensor data are numpy views of a
+"""Read a GGUF file's metadata and tensor table (quant types and sizes from the `gguf` package), with checks that
+turn every malformed file into a `GGUFFormatError` naming the problem. No torch here: tensor data are numpy views of a
 read-only memory map, so opening a file larger than RAM costs nothing until bytes are touched."""
 
 from __future__ import annotations
 
 import os
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from gguf import GGML_QUANT_SIZES, GGMLQuantizationType, GGUFReader
+from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
 
 from ..errors import GGUFFormatError
+from .gguf_parse import RawHeader, RawTensor, parse_header
 
 GGUF_MAGIC = b"GGUF"
 
@@ -45,9 +47,10 @@ class GGUFFile:
     def __init__(self, path: str | os.PathLike[str]):
         self.path = Path(path)
         self.file_size = _check_readable(self.path)
-        self._reader = _open_reader(self.path)
-        self.metadata: dict[str, Any] = _read_metadata(self._reader)
-        self.tensors: dict[str, TensorInfo] = _read_tensor_table(self._reader, self.file_size, self.path)
+        self._data, header = _parse(self.path)
+        self.version = header.version
+        self.metadata: dict[str, Any] = header.metadata
+        self.tensors: dict[str, TensorInfo] = _read_tensor_table(header, self.file_size, self.path)
 
     @property
     def architecture(self) -> str:
@@ -59,7 +62,7 @@ class GGUFFile:
     def data(self, name: str) -> np.ndarray:
         """Raw bytes of a tensor as a uint8 view of the memory map, shape (rows..., row_bytes)."""
         info = self.tensors[name]
-        raw = self._reader.data[info.offset : info.offset + info.nbytes]
+        raw = self._data[info.offset : info.offset + info.nbytes]
         return raw.reshape(*info.shape[:-1], info.row_bytes)
 
     def get(self, key: str, default: Any = None) -> Any:
@@ -79,21 +82,11 @@ def _check_readable(path: Path) -> int:
     return size
 
 
-class _TableReader(GGUFReader):
-    """GGUFReader that keeps the raw tensor-info fields instead of building data views, so that we can check
-    each entry ourselves and name the offending tensor (the base class fails with a bare numpy error)."""
-
-    def _build_tensors(self, start_offs: int, fields: list) -> None:
-        self.data_start = start_offs
-        self.tensor_fields = fields
-        self.tensors = []
-
-
-def _open_reader(path: Path) -> _TableReader:
+def _parse(path: Path) -> tuple[np.memmap, RawHeader]:
+    data = np.memmap(path, dtype=np.uint8, mode="r")
     try:
-        return _TableReader(path, "r")
-    except (ValueError, IndexError, KeyError, OverflowError, UnicodeDecodeError) as exc:
-        # The gguf package reports truncation as index/value errors from numpy slicing past the end.
+        return data, parse_header(data)
+    except (ValueError, IndexError, KeyError, OverflowError, struct.error) as exc:
         raise GGUFFormatError(f"{path}: malformed or truncated GGUF header ({_short(exc)})") from None
 
 
@@ -102,19 +95,10 @@ def _short(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0] if text else ''}"[:200]
 
 
-def _read_metadata(reader: GGUFReader) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for name, field in reader.fields.items():
-        if name.startswith("GGUF."):
-            continue
-        out[name] = field.contents()
-    return out
-
-
-def _read_tensor_table(reader: _TableReader, file_size: int, path: Path) -> dict[str, TensorInfo]:
+def _read_tensor_table(header: RawHeader, file_size: int, path: Path) -> dict[str, TensorInfo]:
     tensors: dict[str, TensorInfo] = {}
-    for field in reader.tensor_fields:
-        info = _tensor_info(field, reader.data_start, path)
+    for raw in header.tensors:
+        info = _tensor_info(raw, header.data_start, path)
         if info.name in tensors:
             raise GGUFFormatError(f"{path}: tensor {info.name} appears twice in the tensor table")
         _check_tensor(info, file_size, path)
@@ -122,17 +106,15 @@ def _read_tensor_table(reader: _TableReader, file_size: int, path: Path) -> dict
     return tensors
 
 
-def _tensor_info(field, data_start: int, path: Path) -> TensorInfo:
-    _name_len, name_data, _n_dims, dims, raw_dtype, rel_offset = field.parts
-    name = bytes(name_data).decode("utf-8", errors="replace")
+def _tensor_info(raw: RawTensor, data_start: int, path: Path) -> TensorInfo:
     try:
-        qtype = GGMLQuantizationType(int(raw_dtype[0]))
+        qtype = GGMLQuantizationType(raw.type_id)
     except ValueError:
-        raise GGUFFormatError(f"{path}: tensor {name} has unknown ggml type id {int(raw_dtype[0])}") from None
-    shape = tuple(int(x) for x in reversed(dims.tolist()))
+        raise GGUFFormatError(f"{path}: tensor {raw.name} has unknown ggml type id {raw.type_id}") from None
+    shape = tuple(reversed(raw.ne))
     block, type_size = GGML_QUANT_SIZES[qtype]
     nbytes = int(np.prod(shape, dtype=np.int64)) * type_size // block
-    return TensorInfo(name, qtype, shape, data_start + int(rel_offset[0]), nbytes)
+    return TensorInfo(raw.name, qtype, shape, data_start + raw.rel_offset, nbytes)
 
 
 def _check_tensor(info: TensorInfo, file_size: int, path: Path) -> None:
