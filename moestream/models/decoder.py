@@ -41,6 +41,13 @@ class Weights:
         b = self.vector(bias) if bias and bias in self.tensors else None
         return QuantLinear(self[name], b)
 
+    def row(self, name: str) -> QuantLinear:
+        """A [1, D] projection; llama-quantize stores some (ffn_gate_inp_shexp) as 1-D [D], the converter as 2-D."""
+        w = self[name]
+        if len(w.shape) == 1:
+            w = QuantWeight(w.raw.reshape(1, -1), w.qtype, (1, w.shape[0]))
+        return QuantLinear(w)
+
     def vector(self, name: str) -> torch.Tensor:
         return self[name].dense()
 
@@ -115,7 +122,7 @@ class DecoderModel:
         if self.spec.shared_expert:
             ffn = DenseFFN(w.linear(p + "ffn_gate_shexp.weight"), w.linear(p + "ffn_up_shexp.weight"),
                            w.linear(p + "ffn_down_shexp.weight"))
-            shared = SharedExpert(ffn, w.linear(p + "ffn_gate_inp_shexp.weight"))
+            shared = SharedExpert(ffn, w.row(p + "ffn_gate_inp_shexp.weight"))
         return MoEBlock(router, ExpertFFNs(i, experts), shared)
 
     def _dense_ffn(self, w: Weights, p: str) -> DenseFFN:

@@ -72,3 +72,14 @@ def test_per_expert_layout_gives_identical_logits(tmp_path):
     assert lm.experts.layout == "per-expert"
     assert "blk.0.ffn_gate.7.weight" in lm.gguf.tensors
     assert torch.equal(our_logits(split, PROMPT), our_logits(merged, PROMPT))
+
+
+def test_qwen2moe_shared_gate_stored_1d_as_llama_quantize_writes_it(tmp_path):
+    def flatten(items):
+        for name, data, qtype in items:
+            yield name, (data.reshape(-1) if name.endswith("ffn_gate_inp_shexp.weight") else data), qtype
+
+    src = gguf_path("qwen2moe")
+    flat = copy_gguf(src, tmp_path / "flat.gguf", edit_tensors=flatten)
+    assert load_model(flat, progress=False).gguf.tensors["blk.0.ffn_gate_inp_shexp.weight"].shape == (64,)
+    assert torch.equal(our_logits(flat, PROMPT), our_logits(src, PROMPT))
