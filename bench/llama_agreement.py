@@ -70,7 +70,7 @@ class Mismatch:
     llama_margin: float | None  # llama.cpp: logprob(its token) - logprob(ours); None if ours is not in its top-N
     ours_margin: float  # moestream: logit(ours) - logit(llama's token)
     router_margin: float  # moestream: min over layers of p(k-th expert) - p(k+1-th expert), k = experts used
-    llama_top: list[tuple[int, float]]  # llama.cpp's top-N (id, logprob) at that step
+    llama_top: list[tuple[int, float]]  # llama.cpp's top-N (id, logprob) at that step ([] if it gave none)
 
 
 @dataclass
@@ -85,7 +85,7 @@ class Result:
     identical: int  # free-running: identical tokens position by position
     teacher_forced: int  # steps where our argmax on llama.cpp's prefix equals llama.cpp's token
     mismatches: list[Mismatch]  # the other steps (the first is where free-running generation diverged)
-    drift: dict[str, float]  # teacher-forced |log-prob difference| over llama.cpp's top-N tokens: mean, max
+    drift: dict[str, float]  # teacher-forced |log-prob difference| over llama.cpp's top-N (see logprob_drift)
     quantize: dict | None = None
     seconds: dict[str, float] = field(default_factory=dict)
     error: str | None = None  # set when llama.cpp or moestream failed on this file
@@ -199,13 +199,39 @@ class LlamaServer:
             return json.loads(r.read())
 
 
-def llama_tokens(bin_dir: Path, model: Path, prompt_ids: list[int], n_predict: int, log_path: Path):
-    """Greedy ids from llama-server and, per step, its top-N [(id, logprob)]."""
+def llama_tokens(bin_dir: Path, model: Path, prompt_ids: list[int], n_predict: int, log_path: Path,
+                 token_bytes) -> tuple[list[int], list[list[tuple[int, float]] | None]]:
+    """Greedy ids from llama-server and, per step, its top-N [(id, logprob)] (None where it gave none)."""
     with LlamaServer(bin_dir, model, log_path) as server:
         reply = server.complete(prompt_ids, n_predict)
-    steps = reply.get("completion_probabilities", [])
-    tops = [[(p["id"], p["logprob"]) for p in step["top_logprobs"]] for step in steps]
-    return list(reply["tokens"]), tops
+    tokens = list(reply["tokens"])
+    return tokens, align_probs(tokens, reply.get("completion_probabilities", []), token_bytes)
+
+
+def align_probs(tokens: list[int], entries: list[dict], token_bytes) -> list[list[tuple[int, float]] | None]:
+    """llama-server gives no probability entry for a token after which the generated text ends inside a UTF-8
+    character (byte-level BPE pieces), so `entries` can be shorter than `tokens`: put each entry at its step."""
+    steps, text = [], b""
+    for i, tok in enumerate(tokens):
+        text += token_bytes(tok)
+        if not ends_inside_utf8_char(text):
+            steps.append(i)
+    out: list[list[tuple[int, float]] | None] = [None] * len(tokens)
+    if len(steps) != len(entries) or any(tokens[i] != e["id"] for i, e in zip(steps, entries)):
+        return out  # could not place them: no llama.cpp probabilities rather than wrong ones
+    for i, e in zip(steps, entries):
+        out[i] = [(p["id"], p["logprob"]) for p in e["top_logprobs"]]
+    return out
+
+
+def ends_inside_utf8_char(text: bytes) -> bool:
+    """True if one of the last 3 bytes starts a UTF-8 sequence longer than the bytes left after it."""
+    for back in range(1, min(3, len(text)) + 1):
+        byte = text[-back]
+        needed = 2 if byte >> 5 == 0b110 else 3 if byte >> 4 == 0b1110 else 4 if byte >> 3 == 0b11110 else 0
+        if needed > back:
+            return True
+    return False
 
 
 # ---- moestream --------------------------------------------------------------------------------------------
@@ -257,7 +283,7 @@ def mismatches(logits: torch.Tensor, router_margin: torch.Tensor, llama: list[in
         ours = int(torch.argmax(logits[step]))
         if ours == want:
             continue
-        top = [tuple(t) for t in tops[step]] if step < len(tops) else []
+        top = tops[step] or []
         logprob = dict(top)
         llama_margin = logprob[want] - logprob[ours] if ours in logprob and want in logprob else None
         out.append(Mismatch(step, ours, want, llama_margin, float(logits[step, ours] - logits[step, want]),
@@ -265,13 +291,17 @@ def mismatches(logits: torch.Tensor, router_margin: torch.Tensor, llama: list[in
     return out
 
 
-def logprob_drift(logits: torch.Tensor, tops) -> dict[str, float]:
-    """|moestream log-prob - llama.cpp log-prob| over llama.cpp's top-N tokens at every step (teacher-forced)."""
+def logprob_drift(logits: torch.Tensor, router_margin: torch.Tensor, tops) -> dict[str, float]:
+    """|moestream log-prob - llama.cpp log-prob| over llama.cpp's top-N tokens, at the (teacher-forced) steps
+    where llama.cpp gave probabilities: mean, max, the step of the max and moestream's router margin there."""
     logprobs = torch.log_softmax(logits.float(), dim=-1)
-    diffs = [abs(float(logprobs[step, tok]) - lp) for step, top in enumerate(tops[: len(logits)]) for tok, lp in top]
-    if not diffs:
-        return {"mean_abs": float("nan"), "max_abs": float("nan")}
-    return {"mean_abs": round(sum(diffs) / len(diffs), 4), "max_abs": round(max(diffs), 4)}
+    diffs = [(abs(float(logprobs[step, tok]) - lp), step) for step, top in enumerate(tops) if top for tok, lp in top]
+    out = {"steps": sum(top is not None for top in tops)}
+    if diffs:
+        worst, step = max(diffs)
+        out.update(mean_abs=round(sum(d for d, _ in diffs) / len(diffs), 4), max_abs=round(worst, 4),
+                   max_step=step, max_step_router_margin=round(float(router_margin[step]), 4))
+    return out
 
 
 # ---- comparison -------------------------------------------------------------------------------------------
@@ -293,7 +323,8 @@ def compare_file(name: str, path: Path, bin_dir: Path, n_predict: int, work_dir:
     tok = Tokenizer.from_gguf(path)
     prompt_ids = tok.encode(PROMPT)
     t0 = time.perf_counter()
-    llama, tops = llama_tokens(bin_dir, path, prompt_ids, n_predict, work_dir / "logs" / f"{name}.server.log")
+    log = work_dir / "logs" / f"{name}.server.log"
+    llama, tops = llama_tokens(bin_dir, path, prompt_ids, n_predict, log, tok.token_bytes)
     t1 = time.perf_counter()
     try:
         loaded = load_model(path, progress=False)
@@ -304,9 +335,9 @@ def compare_file(name: str, path: Path, bin_dir: Path, n_predict: int, work_dir:
     t2 = time.perf_counter()
     logits, router_margin = teacher_forced(loaded.model, prompt_ids, llama)
     bad = mismatches(logits, router_margin, llama, tops)
+    drift = logprob_drift(logits, router_margin, tops)
     return Result(name, str(path), tensor_types(path), prompt_ids, ours, llama, leading_identical(ours, llama),
-                  identical_positions(ours, llama), len(llama) - len(bad), bad, logprob_drift(logits, tops),
-                  quantize_info,
+                  identical_positions(ours, llama), len(llama) - len(bad), bad, drift, quantize_info,
                   {"llama": round(t1 - t0, 2), "moestream": round(t2 - t1, 2)})
 
 
@@ -336,25 +367,34 @@ def fmt_margin(x: float | None) -> str:
 
 
 def print_table(results: list[Result]) -> None:
-    head = (f"{'file':<16} {'tensor types':<34} {'lead':>5} {'same':>6} {'forced':>6} {'drift':>13}  "
-            "first mismatch (forced)")
+    head = (f"{'file':<16} {'tensor types':<34} {'lead':>5} {'same':>6} {'forced':>6} {'drift mean/max@step':>20} "
+            f"{'router':>7}  first forced mismatch")
     print(head)
-    print("-" * (len(head) + 40))
+    print("-" * (len(head) + 60))
     for r in results:
         types = ",".join(f"{k}:{v}" for k, v in sorted(r.tensor_types.items()))
         if r.error:
             print(f"{r.name:<16} {types:<34} FAILED: {r.error.splitlines()[0][:200]}")
             continue
         n = max(len(r.ours), len(r.llama))
-        drift = f"{r.drift['mean_abs']:.3f}/{r.drift['max_abs']:.3f}"
+        d = r.drift
+        drift = f"{d['mean_abs']:.3f}/{d['max_abs']:.3f}@{d['max_step']}" if "mean_abs" in d else "-"
+        router = f"{d['max_step_router_margin']:.4f}" if "mean_abs" in d else "-"
         print(f"{r.name:<16} {types:<34} {r.leading:>5} {r.identical:>3}/{n:<2} "
-              f"{r.teacher_forced:>3}/{len(r.llama):<2} {drift:>13}  "
+              f"{r.teacher_forced:>3}/{len(r.llama):<2} {drift:>20} {router:>7}  "
               + (describe(r.mismatches[0]) if r.mismatches else "-"))
-    print("lead/same: free-running greedy, leading / position-wise identical tokens. forced: steps where moestream's "
-          "argmax\non llama.cpp's own prefix is llama.cpp's token. drift: mean/max |log-prob difference| over "
-          "llama.cpp's top-5\ntokens at every forced step. Mismatch: step ours/llama; llama gap = logprob "
-          "difference in llama.cpp\n(- if ours not in its top-5), our gap = logit difference in moestream, router = "
-          "smallest gap between the last\nchosen and the first unchosen expert's router probability over layers.")
+    print(LEGEND)
+
+
+LEGEND = """\
+lead/same: free-running greedy, leading / position-wise identical tokens.
+forced: steps where moestream's argmax, on llama.cpp's own tokens so far, is llama.cpp's token.
+drift: mean and max |log-prob difference| over llama.cpp's top-5 tokens, at the forced steps where llama-server
+  gave probabilities (none for a token that ends inside a UTF-8 character), and the step of the max;
+  router: moestream's router margin at that step.
+mismatch: step ours/llama; llama gap = logprob difference in llama.cpp (- if ours is not in its top-5 or it
+  gave none), our gap = logit difference in moestream, router = smallest gap over layers between the last
+  chosen and the first unchosen expert's router probability (a routing near-tie when close to 0)."""
 
 
 def describe(m: Mismatch) -> str:
@@ -392,8 +432,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="compare this GGUF instead of the tiny models (repeatable)")
     p.add_argument("--n-predict", type=int, default=32, help="tokens to generate (default 32)")
     p.add_argument("--work-dir", type=Path, default=Path("/root/cache/bench/agreement"),
-                   help="quantized files and server logs go here")
-    p.add_argument("--json", type=Path, default=Path("/root/cache/bench/llama_agreement.json"))
+                   help="quantized files and server logs go here (default /root/cache/bench/agreement)")
+    p.add_argument("--json", type=Path, default=Path("/root/cache/bench/llama_agreement.json"),
+                   help="where to write the results (default /root/cache/bench/llama_agreement.json)")
     p.add_argument("--torch-threads", type=int, default=1, help="torch threads for moestream (default 1)")
     return p.parse_args(argv)
 
