@@ -25,7 +25,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     params = sampling_params(args)
-    lm = load_model(args.model)
+    lm = load_model(args.model, threads=args.threads)
     tok, template = Tokenizer.from_gguf(lm.gguf), ChatTemplate.from_gguf(lm.gguf)
     ctx = context_length(args, lm.args.context_length)
     messages = [{"role": "system", "content": args.system}] if args.system else []

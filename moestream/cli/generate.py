@@ -28,7 +28,7 @@ def run(args: argparse.Namespace) -> int:
     params = sampling_params(args)
     if args.n_predict < 0:
         raise ConfigError(f"--n-predict must be >= 0, got {args.n_predict}")
-    lm = load_model(args.model)
+    lm = load_model(args.model, threads=args.threads)
     tok = Tokenizer.from_gguf(lm.gguf)
     prompt = tok.encode(args.prompt, add_bos=False if args.no_bos else None)
     if not prompt:

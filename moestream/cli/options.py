@@ -11,6 +11,8 @@ def add_model_flag(p: argparse.ArgumentParser) -> None:
     p.add_argument("-m", "--model", required=True, metavar="FILE", help="GGUF file of a Mixture-of-Experts model")
     p.add_argument("-c", "--ctx-size", type=int, default=None, metavar="N",
                    help="context length (default: the model's, capped at 4096)")
+    p.add_argument("-t", "--threads", type=int, default=None, metavar="N",
+                   help="threads for the CPU kernels (default: one per available core)")
 
 
 def add_sampling_flags(p: argparse.ArgumentParser, default_temp: float = 0.8) -> None:

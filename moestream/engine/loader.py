@@ -13,6 +13,7 @@ from tqdm import tqdm
 from ..formats import quants
 from ..formats.gguf import GGUFFile
 from ..formats.weight import QuantWeight
+from ..kernels.dispatch import Compute
 from ..models.args import ModelArgs
 from ..models.decoder import ArchSpec, DecoderModel
 from ..models.registry import spec_for
@@ -80,10 +81,12 @@ def check_model(gguf: GGUFFile) -> ModelInfo:
     return ModelInfo(gguf, args, spec, experts, [n for n in gguf.tensors if n not in expert_names])
 
 
-def load_model(path: str | Path, progress: bool = True) -> LoadedModel:
+def load_model(path: str | Path, progress: bool = True, threads: int | None = None) -> LoadedModel:
+    """threads: for the native kernels (default: one per core available to this process)."""
     info = check_model(GGUFFile(path))
     resident = _load_resident(info.gguf, info.resident_names, progress)
-    model = DecoderModel(info.args, info.spec, resident, info.experts)
+    compute = Compute(threads=threads) if threads is not None else Compute()
+    model = DecoderModel(info.args, info.spec, resident, info.experts, compute)
     return LoadedModel(Path(path), info.gguf, info.args, info.spec, model, info.experts, info.resident_bytes)
 
 

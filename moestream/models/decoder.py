@@ -12,6 +12,7 @@ import torch
 
 from ..errors import GGUFFormatError
 from ..formats.weight import QuantWeight
+from ..kernels.dispatch import Compute
 from ..layers.attention import Attention, AttentionWeights, Segment
 from ..layers.experts import ExpertFFNs, ExpertSource
 from ..layers.linear import QuantLinear
@@ -34,19 +35,19 @@ class ArchSpec:
 class Weights:
     """Typed access to resident tensors by GGUF name, with errors that name the missing tensor."""
 
-    def __init__(self, tensors: Mapping[str, QuantWeight]):
-        self.tensors = tensors
+    def __init__(self, tensors: Mapping[str, QuantWeight], compute: Compute):
+        self.tensors, self.compute = tensors, compute
 
     def linear(self, name: str, bias: str | None = None) -> QuantLinear:
         b = self.vector(bias) if bias and bias in self.tensors else None
-        return QuantLinear(self[name], b)
+        return QuantLinear(self[name], b, self.compute)
 
     def row(self, name: str) -> QuantLinear:
         """A [1, D] projection; llama-quantize stores some (ffn_gate_inp_shexp) as 1-D [D], the converter as 2-D."""
         w = self[name]
         if len(w.shape) == 1:
             w = QuantWeight(w.raw.reshape(1, -1), w.qtype, (1, w.shape[0]))
-        return QuantLinear(w)
+        return QuantLinear(w, compute=self.compute)
 
     def vector(self, name: str) -> torch.Tensor:
         return self[name].dense()
@@ -73,9 +74,10 @@ class Block:
 
 
 class DecoderModel:
-    def __init__(self, args: ModelArgs, spec: ArchSpec, tensors: Mapping[str, QuantWeight], experts: ExpertSource | None):
-        self.args, self.spec = args, spec
-        w = Weights(tensors)
+    def __init__(self, args: ModelArgs, spec: ArchSpec, tensors: Mapping[str, QuantWeight],
+                 experts: ExpertSource | None, compute: Compute | None = None):
+        self.args, self.spec, self.compute = args, spec, compute or Compute()
+        w = Weights(tensors, self.compute)
         self.embedding = w["token_embd.weight"]  # [V, D]
         rope = Rope(args.rope_dim, args.rope_base, spec.rope)
         self.blocks = [self._block(w, i, rope, experts) for i in range(args.n_layers)]
@@ -123,7 +125,7 @@ class DecoderModel:
             ffn = DenseFFN(w.linear(p + "ffn_gate_shexp.weight"), w.linear(p + "ffn_up_shexp.weight"),
                            w.linear(p + "ffn_down_shexp.weight"))
             shared = SharedExpert(ffn, w.row(p + "ffn_gate_inp_shexp.weight"))
-        return MoEBlock(router, ExpertFFNs(i, experts), shared)
+        return MoEBlock(router, ExpertFFNs(i, experts, self.compute), shared)
 
     def _dense_ffn(self, w: Weights, p: str) -> DenseFFN:
         return DenseFFN(w.linear(p + "ffn_gate.weight"), w.linear(p + "ffn_up.weight"), w.linear(p + "ffn_down.weight"))

@@ -1,0 +1,35 @@
+/* One table, ggml type id -> kernels; filled once from the CPU's features: generic, then better tiers
+ * overwrite the entries they implement. MOESTREAM_KERNEL_TIER=generic|avx2 caps the tier (for tests). */
+#include <stdlib.h>
+#include <string.h>
+
+#include "kernels.h"
+
+static qtype_kernels TABLE[GT_MAX];
+static int initialised;
+
+static int tier_allowed(const char *tier) {
+    const char *cap = getenv("MOESTREAM_KERNEL_TIER");
+    if (!cap || !*cap) return 1;
+    if (!strcmp(cap, "generic")) return 0;
+    return !strcmp(tier, "avx2") || !strcmp(cap, tier);
+}
+
+void kernels_init(void) {
+    if (initialised) return;
+    register_generic(TABLE);
+    register_kquants_generic(TABLE);
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && tier_allowed("avx2")) {
+        register_avx2(TABLE);
+        register_kquants_avx2(TABLE);
+    }
+#endif
+    initialised = 1;
+}
+
+const qtype_kernels *kernels_for(int type) {
+    if (type < 0 || type >= GT_MAX || !TABLE[type].dot) return NULL;
+    return &TABLE[type];
+}

@@ -1,0 +1,60 @@
+/* moestream native CPU kernels: GGUF block layouts, activation formats, the per-type kernel table.
+ *
+ * A weight row of n elements in GGUF type T is multiplied with an activation row that was quantized once
+ * per call into T's partner format (as llama.cpp does): A32 for the 32-element legacy types, AK for K-quants,
+ * plain F32 for float weights. vec_dot returns the dot product of one weight row with one activation row. */
+#ifndef MOESTREAM_KERNELS_H
+#define MOESTREAM_KERNELS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef uint16_t half;
+
+/* GGUF weight blocks (byte layouts fixed by the file format). */
+typedef struct { half d; uint8_t qs[16]; } block_q4_0;                 /* x = d * (nibble - 8)          */
+typedef struct { half d, m; uint8_t qs[16]; } block_q4_1;              /* x = d * nibble + m            */
+typedef struct { half d; uint8_t qh[4]; uint8_t qs[16]; } block_q5_0;  /* x = d * (5-bit - 16)          */
+typedef struct { half d, m; uint8_t qh[4]; uint8_t qs[16]; } block_q5_1; /* x = d * 5-bit + m          */
+typedef struct { half d; int8_t qs[32]; } block_q8_0;                  /* x = d * q                     */
+
+/* Activation formats (ours, in RAM only). */
+typedef struct { float d; float s; int8_t qs[32]; } act_a32;            /* s = d * sum(qs), for mins     */
+typedef struct { float d; int8_t qs[256]; int16_t bsums[16]; } act_ak;  /* bsums: sums of 16 qs each    */
+
+enum act_kind { ACT_F32 = 0, ACT_A32 = 1, ACT_AK = 2 };
+
+typedef float (*vec_dot_fn)(int n, const void *w_row, const void *act_row);
+
+/* One entry of the dispatch table, keyed by ggml type id. */
+typedef struct {
+    int block;              /* elements per weight block */
+    int type_size;          /* bytes per weight block */
+    enum act_kind act;      /* activation format this type's dot expects */
+    vec_dot_fn dot;         /* best tier available on this CPU */
+    const char *tier;       /* "generic", "avx2", "avx512" */
+} qtype_kernels;
+
+/* ggml type ids (GGUF) */
+enum {
+    GT_F32 = 0, GT_F16 = 1, GT_Q4_0 = 2, GT_Q4_1 = 3, GT_Q5_0 = 6, GT_Q5_1 = 7, GT_Q8_0 = 8,
+    GT_Q2_K = 10, GT_Q3_K = 11, GT_Q4_K = 12, GT_Q5_K = 13, GT_Q6_K = 14, GT_BF16 = 30, GT_MAX = 40
+};
+
+const qtype_kernels *kernels_for(int ggml_type); /* NULL if unsupported */
+void kernels_init(void);                          /* fills the table by CPU features; idempotent */
+
+size_t act_row_bytes(enum act_kind act, int n);
+void quantize_act_row(enum act_kind act, const float *x, void *out, int n);
+
+/* half/bfloat16 -> float */
+float half_to_float(half h);
+static inline float bf16_to_float(uint16_t h) { union { uint32_t u; float f; } v = { (uint32_t)h << 16 }; return v.f; }
+
+/* Tiers register their functions here (generic always; avx2/avx512 when compiled and supported). */
+void register_generic(qtype_kernels *table);
+void register_kquants_generic(qtype_kernels *table);
+void register_avx2(qtype_kernels *table);
+void register_kquants_avx2(qtype_kernels *table);
+
+#endif

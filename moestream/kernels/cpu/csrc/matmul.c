@@ -1,0 +1,61 @@
+/* y[T, N] = x[T, K] . W[N, K]^T with W in a GGUF type: quantize x once into the partner format, then split
+ * the N weight rows over the thread pool in chunks; each chunk reads its rows once for all T tokens. */
+#include <stdlib.h>
+
+#include "kernels.h"
+#include "matmul.h"
+#include "threadpool.h"
+
+#define ROWS_PER_TASK 16
+
+typedef struct {
+    const qtype_kernels *k;
+    const uint8_t *w; size_t w_row_bytes;
+    const uint8_t *act; size_t act_row_bytes;
+    float *y; int n_rows, n_cols, n_tokens;
+    int y_stride;
+} matmul_job;
+
+static void matmul_task(void *ctx, int task) {
+    const matmul_job *j = ctx;
+    const int r0 = task * ROWS_PER_TASK;
+    const int r1 = r0 + ROWS_PER_TASK < j->n_rows ? r0 + ROWS_PER_TASK : j->n_rows;
+    for (int r = r0; r < r1; r++) {
+        const uint8_t *row = j->w + (size_t)r * j->w_row_bytes;
+        for (int t = 0; t < j->n_tokens; t++)
+            j->y[(size_t)t * j->y_stride + r] = j->k->dot(j->n_cols, row, j->act + (size_t)t * j->act_row_bytes);
+    }
+}
+
+typedef struct { enum act_kind act; const float *x; uint8_t *out; size_t out_bytes; int n_cols; } quant_job;
+
+static void quant_task(void *ctx, int t) {
+    const quant_job *q = ctx;
+    quantize_act_row(q->act, q->x + (size_t)t * q->n_cols, q->out + (size_t)t * q->out_bytes, q->n_cols);
+}
+
+uint8_t *quantize_acts(enum act_kind act, const float *x, int n_tokens, int n_cols, int n_threads) {
+    const size_t row_bytes = act_row_bytes(act, n_cols);
+    uint8_t *buf = malloc(row_bytes * (size_t)n_tokens + 64);
+    if (!buf) return NULL;
+    quant_job q = { act, x, buf, row_bytes, n_cols };
+    pool_run(quant_task, &q, n_tokens, n_tokens >= 8 ? n_threads : 1);
+    return buf;
+}
+
+void matmul_prequantized(const qtype_kernels *k, const void *w, int n_rows, int n_cols, const uint8_t *act,
+                         int n_tokens, float *y, int y_stride, int n_threads) {
+    matmul_job j = { k, w, (size_t)(n_cols / k->block) * k->type_size, act, act_row_bytes(k->act, n_cols),
+                     y, n_rows, n_cols, n_tokens, y_stride };
+    pool_run(matmul_task, &j, (n_rows + ROWS_PER_TASK - 1) / ROWS_PER_TASK, n_threads);
+}
+
+int matmul(int type, const void *w, int n_rows, int n_cols, const float *x, int n_tokens, float *y, int n_threads) {
+    const qtype_kernels *k = kernels_for(type);
+    if (!k) return -1;
+    uint8_t *act = quantize_acts(k->act, x, n_tokens, n_cols, n_threads);
+    if (!act) return -2;
+    matmul_prequantized(k, w, n_rows, n_cols, act, n_tokens, y, n_rows, n_threads);
+    free(act);
+    return 0;
+}

@@ -1,0 +1,10 @@
+#ifndef MOESTREAM_MATMUL_H
+#define MOESTREAM_MATMUL_H
+#include "kernels.h"
+
+/* 0 on success, -1 unsupported type, -2 out of memory */
+int matmul(int type, const void *w, int n_rows, int n_cols, const float *x, int n_tokens, float *y, int n_threads);
+uint8_t *quantize_acts(enum act_kind act, const float *x, int n_tokens, int n_cols, int n_threads); /* malloc'd */
+void matmul_prequantized(const qtype_kernels *k, const void *w, int n_rows, int n_cols, const uint8_t *act,
+                         int n_tokens, float *y, int y_stride, int n_threads);
+#endif

@@ -1,0 +1,75 @@
+/* Python bindings (plain C API, no PyTorch): tensors arrive as data pointers (ints) with their sizes;
+ * the Python wrapper checks dtypes, shapes and contiguity. Every call releases the GIL while it computes. */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include "kernels.h"
+#include "matmul.h"
+#include "moe.h"
+#include "threadpool.h"
+
+static void *ptr(unsigned long long p) { return (void *)(uintptr_t)p; }
+
+static PyObject *err(int rc) {
+    if (rc == -1) PyErr_SetString(PyExc_ValueError, "unsupported quant type for the native kernels");
+    else if (rc == -2) PyErr_NoMemory();
+    else PyErr_Format(PyExc_ValueError, "native kernel failed (code %d)", rc);
+    return NULL;
+}
+
+static PyObject *py_matmul(PyObject *self, PyObject *args) {
+    int type, n_rows, n_cols, n_tokens, n_threads;
+    unsigned long long w, x, y;
+    if (!PyArg_ParseTuple(args, "iKiiKiKi", &type, &w, &n_rows, &n_cols, &x, &n_tokens, &y, &n_threads)) return NULL;
+    int rc;
+    Py_BEGIN_ALLOW_THREADS
+    rc = matmul(type, ptr(w), n_rows, n_cols, ptr(x), n_tokens, ptr(y), n_threads);
+    Py_END_ALLOW_THREADS
+    if (rc) return err(rc);
+    Py_RETURN_NONE;
+}
+
+static PyObject *py_moe_ffn(PyObject *self, PyObject *args) {
+    moe_args a;
+    unsigned long long x, gate, up, down, offsets, tokens, weights, out;
+    if (!PyArg_ParseTuple(args, "KiiiiiiiKKKKKKKi", &x, &a.n_tokens, &a.d_model, &a.d_ff, &a.gate_type, &a.up_type,
+                          &a.down_type, &a.n_experts, &gate, &up, &down, &offsets, &tokens, &weights, &out,
+                          &a.n_threads))
+        return NULL;
+    a.x = ptr(x); a.gate = ptr(gate); a.up = ptr(up); a.down = ptr(down);
+    a.offsets = ptr(offsets); a.tokens = ptr(tokens); a.weights = ptr(weights); a.out = ptr(out);
+    int rc;
+    Py_BEGIN_ALLOW_THREADS
+    rc = moe_ffn(&a);
+    Py_END_ALLOW_THREADS
+    if (rc) return err(rc);
+    Py_RETURN_NONE;
+}
+
+static PyObject *py_kernel_table(PyObject *self, PyObject *noargs) {
+    /* {ggml type id: (tier, activation kind)} */
+    PyObject *d = PyDict_New();
+    for (int t = 0; t < GT_MAX && d; t++) {
+        const qtype_kernels *k = kernels_for(t);
+        if (!k) continue;
+        PyObject *v = Py_BuildValue("(si)", k->tier, (int)k->act);
+        PyObject *key = PyLong_FromLong(t);
+        PyDict_SetItem(d, key, v);
+        Py_DECREF(v); Py_DECREF(key);
+    }
+    return d;
+}
+
+static PyMethodDef METHODS[] = {
+    {"matmul", py_matmul, METH_VARARGS, "matmul(type, w, n_rows, n_cols, x, n_tokens, y, n_threads)"},
+    {"moe_ffn", py_moe_ffn, METH_VARARGS, "fused MoE FFN for one layer; see moe.h"},
+    {"kernel_table", py_kernel_table, METH_NOARGS, "{ggml type id: (tier, activation kind)}"},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef MODULE = {PyModuleDef_HEAD_INIT, "_native", "moestream CPU kernels", -1, METHODS};
+
+PyMODINIT_FUNC PyInit__native(void) {
+    kernels_init();
+    return PyModule_Create(&MODULE);
+}

@@ -1,0 +1,78 @@
+/* Fused MoE FFN for one layer: for each selected expert, over the tokens routed to it,
+ *   y = down(silu(gate(x)) * up(x)),  out[token] += weight * y
+ * x is quantized once for gate/up; gate and up rows run in one pool pass, down in a second. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kernels.h"
+#include "matmul.h"
+#include "moe.h"
+#include "threadpool.h"
+
+#define ROWS_PER_TASK 16
+
+typedef struct {
+    const qtype_kernels *k[2]; const uint8_t *w[2]; float *y[2];
+    size_t w_row_bytes[2];
+    const uint8_t *act; size_t act_row_bytes;
+    int n_rows, n_cols, n_tokens, tasks_per_matrix;
+} pair_job;
+
+static void pair_task(void *ctx, int task) {
+    const pair_job *j = ctx;
+    const int m = task >= j->tasks_per_matrix, r0 = (task - m * j->tasks_per_matrix) * ROWS_PER_TASK;
+    const int r1 = r0 + ROWS_PER_TASK < j->n_rows ? r0 + ROWS_PER_TASK : j->n_rows;
+    for (int r = r0; r < r1; r++) {
+        const uint8_t *row = j->w[m] + (size_t)r * j->w_row_bytes[m];
+        for (int t = 0; t < j->n_tokens; t++)
+            j->y[m][(size_t)t * j->n_rows + r] = j->k[m]->dot(j->n_cols, row, j->act + (size_t)t * j->act_row_bytes);
+    }
+}
+
+static void gate_up(const moe_args *a, int e, const uint8_t *act, int n_tok, float *g, float *u) {
+    const qtype_kernels *kg = kernels_for(a->gate_type), *ku = kernels_for(a->up_type);
+    const int tasks = (a->d_ff + ROWS_PER_TASK - 1) / ROWS_PER_TASK;
+    pair_job j = { { kg, ku }, { a->gate[e], a->up[e] }, { g, u },
+                   { (size_t)(a->d_model / kg->block) * kg->type_size, (size_t)(a->d_model / ku->block) * ku->type_size },
+                   act, act_row_bytes(kg->act, a->d_model), a->d_ff, a->d_model, n_tok, tasks };
+    pool_run(pair_task, &j, 2 * tasks, a->n_threads);
+}
+
+static void swiglu(float *g, const float *u, size_t n) {
+    for (size_t i = 0; i < n; i++) g[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+}
+
+static void gather_rows(uint8_t *dst, const uint8_t *src, size_t row_bytes, const int32_t *rows, int n) {
+    for (int i = 0; i < n; i++) memcpy(dst + (size_t)i * row_bytes, src + (size_t)rows[i] * row_bytes, row_bytes);
+}
+
+int moe_ffn(const moe_args *a) {
+    const qtype_kernels *kg = kernels_for(a->gate_type), *kd = kernels_for(a->down_type);
+    if (!kg || !kernels_for(a->up_type) || !kd) return -1;
+    if (kg->act != kernels_for(a->up_type)->act) return -3;
+    const size_t in_bytes = act_row_bytes(kg->act, a->d_model), mid_bytes = act_row_bytes(kd->act, a->d_ff);
+    uint8_t *act_all = quantize_acts(kg->act, a->x, a->n_tokens, a->d_model, a->n_threads);
+    uint8_t *act = malloc(in_bytes * a->n_tokens + 64), *act_mid = malloc(mid_bytes * a->n_tokens + 64);
+    float *g = malloc(sizeof(float) * a->d_ff * a->n_tokens), *u = malloc(sizeof(float) * a->d_ff * a->n_tokens);
+    float *y = malloc(sizeof(float) * a->d_model * a->n_tokens);
+    int rc = (act_all && act && act_mid && g && u && y) ? 0 : -2;
+    for (int e = 0; rc == 0 && e < a->n_experts; e++) {
+        const int32_t *rows = a->tokens + a->offsets[e];
+        const int n_tok = a->offsets[e + 1] - a->offsets[e];
+        if (n_tok == 0) continue;
+        gather_rows(act, act_all, in_bytes, rows, n_tok);
+        gate_up(a, e, act, n_tok, g, u);
+        swiglu(g, u, (size_t)n_tok * a->d_ff);
+        for (int t = 0; t < n_tok; t++)
+            quantize_act_row(kd->act, g + (size_t)t * a->d_ff, act_mid + (size_t)t * mid_bytes, a->d_ff);
+        matmul_prequantized(kd, a->down[e], a->d_model, a->d_ff, act_mid, n_tok, y, a->d_model, a->n_threads);
+        for (int t = 0; t < n_tok; t++) {
+            float *o = a->out + (size_t)rows[t] * a->d_model;
+            const float wt = a->weights[a->offsets[e] + t], *yt = y + (size_t)t * a->d_model;
+            for (int i = 0; i < a->d_model; i++) o[i] += wt * yt[i];
+        }
+    }
+    free(act_all); free(act); free(act_mid); free(g); free(u); free(y);
+    return rc;
+}

@@ -1,0 +1,66 @@
+"""One table: (quant type, device) -> matmul kernel, plus the per-layer MoE FFN entry point.
+
+Native CPU kernels serve every GGUF type they implement (activations quantized on the fly, as llama.cpp
+does); F32 weights go to PyTorch's BLAS (exact, and faster than a plain dot for prefill); anything else
+falls back to the PyTorch reference (dequantize, then matmul)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from gguf import GGMLQuantizationType as Q
+
+from ..errors import ConfigError
+from ..formats.weight import ExpertWeights, QuantWeight
+from . import cpu, reference
+
+MatmulFn = Callable[[torch.Tensor, QuantWeight, int], torch.Tensor]
+
+
+def _reference(x: torch.Tensor, w: QuantWeight, threads: int) -> torch.Tensor:
+    return reference.matmul(x, w)
+
+
+def build_table() -> dict[tuple[Q, str], MatmulFn]:
+    table: dict[tuple[Q, str], MatmulFn] = {}
+    native = cpu.kernel_table() if cpu.available() else {}
+    for qtype in Q:
+        use_native = int(qtype) in native and qtype != Q.F32
+        table[(qtype, "cpu")] = cpu.matmul if use_native else _reference
+    return table
+
+
+TABLE = build_table()
+
+
+@dataclass(frozen=True)
+class Compute:
+    """How layers run their products: device and thread count (set once when the model is built)."""
+
+    threads: int = cpu.default_threads()
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        if self.threads < 1:
+            raise ConfigError(f"threads must be >= 1, got {self.threads}")
+
+    def matmul(self, x: torch.Tensor, w: QuantWeight) -> torch.Tensor:
+        return TABLE[(w.qtype, self.device)](x, w, self.threads)
+
+    def is_native(self, w: QuantWeight) -> bool:
+        return TABLE[(w.qtype, self.device)] is cpu.matmul
+
+    def moe_ffn(self, x: torch.Tensor, experts: list[ExpertWeights], offsets: torch.Tensor, rows: torch.Tensor,
+                weights: torch.Tensor) -> torch.Tensor:
+        """Selected experts of one layer; rows[offsets[i]:offsets[i+1]] are routed to experts[i]."""
+        if all(self.is_native(m) for m in experts[0]) and _same_types(experts):
+            return cpu.moe_ffn(x, experts, offsets, rows, weights, self.threads)
+        spans = [slice(int(a), int(b)) for a, b in zip(offsets[:-1], offsets[1:])]
+        return reference.moe_ffn(x, experts, [rows[s].long() for s in spans], [weights[s] for s in spans])
+
+
+def _same_types(experts: list[ExpertWeights]) -> bool:
+    first = tuple(m.qtype for m in experts[0])
+    return all(tuple(m.qtype for m in e) == first for e in experts)

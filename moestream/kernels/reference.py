@@ -1,0 +1,58 @@
+"""Pure-PyTorch references with the same signatures as the native kernels.
+
+`matmul` is the exact float product. `matmul_act_quantized` first rounds the activations the way the native
+kernels do (A32: blocks of 32, scale amax/127; AK: blocks of 256, scale -max/128 as ggml's Q8_K), so a native
+result must match it to float rounding; against `matmul` the gap is bounded by the activation quantization
+error (see ACT_ERROR_BOUND in the tests)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from gguf import GGMLQuantizationType as Q
+
+from ..formats.weight import ExpertWeights, QuantWeight
+
+FLOAT_TYPES = {Q.F32, Q.F16, Q.BF16}
+K_TYPES = {Q.Q2_K, Q.Q3_K, Q.Q4_K, Q.Q5_K, Q.Q6_K}
+
+
+def matmul(x: torch.Tensor, w: QuantWeight) -> torch.Tensor:
+    # x: [T, K] float32, w: [N, K] -> [T, N]
+    return x @ w.dense().T
+
+
+def quantize_activations(x: torch.Tensor, qtype: Q) -> torch.Tensor:
+    """x rounded through the activation format the native kernel uses for weights of `qtype`."""
+    if qtype in FLOAT_TYPES:
+        return x
+    block = 256 if qtype in K_TYPES else 32
+    xb = x.reshape(*x.shape[:-1], -1, block)
+    if qtype in K_TYPES:
+        idx = xb.abs().argmax(-1, keepdim=True)
+        peak = xb.gather(-1, idx)  # signed value of largest magnitude
+        iscale = torch.where(peak == 0, torch.zeros_like(peak), -128.0 / peak)
+        q = torch.round(xb * iscale).clamp(max=127)
+        scale = torch.where(peak == 0, torch.zeros_like(peak), 1.0 / iscale)
+    else:
+        scale = xb.abs().amax(-1, keepdim=True) / 127.0
+        inv = torch.where(scale == 0, torch.zeros_like(scale), 1.0 / scale)
+        q = torch.round(xb * inv)
+    return (q * scale).reshape(x.shape)
+
+
+def matmul_act_quantized(x: torch.Tensor, w: QuantWeight) -> torch.Tensor:
+    return quantize_activations(x, w.qtype) @ w.dense().T
+
+
+def moe_ffn(x: torch.Tensor, experts: list[ExpertWeights], tokens: list[torch.Tensor],
+            weights: list[torch.Tensor], act_quantized: bool = False) -> torch.Tensor:
+    """out[t] = sum over experts e routed to t of weight(e, t) * down(silu(gate(x_t)) * up(x_t)).
+    act_quantized: round x and the hidden activations as the native kernel does."""
+    mm = matmul_act_quantized if act_quantized else matmul
+    out = torch.zeros_like(x)
+    for w, rows, wt in zip(experts, tokens, weights):
+        xe = x[rows]
+        y = mm(F.silu(mm(xe, w.gate)) * mm(xe, w.up), w.down)
+        out.index_add_(0, rows, y * wt[:, None])
+    return out

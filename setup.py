@@ -1,0 +1,18 @@
+"""Build of the native CPU kernels (a plain C extension); everything else is in pyproject.toml."""
+
+from pathlib import Path
+
+from setuptools import Extension, setup
+
+CSRC = Path("moestream/kernels/cpu/csrc")
+
+native = Extension(
+    "moestream.kernels.cpu._native",
+    sources=sorted(str(p) for p in CSRC.glob("*.c")),
+    depends=sorted(str(p) for p in CSRC.glob("*.h")),
+    # Baseline x86-64 code; the AVX2 tier is compiled per function (target attributes) and picked at run time.
+    extra_compile_args=["-O3", "-std=c11", "-pthread", "-fno-strict-aliasing", "-Wall", "-Wno-unused-function"],
+    extra_link_args=["-pthread", "-lm"],
+)
+
+setup(ext_modules=[native])
