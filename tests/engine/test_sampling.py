@@ -52,3 +52,11 @@ def test_seed_makes_sampling_reproducible():
 def test_invalid_parameters_are_rejected(bad):
     with pytest.raises(ConfigError):
         SamplingParams(**bad)
+
+
+def test_sampling_follows_the_distribution():
+    params = SamplingParams(temperature=1.0, top_k=0, top_p=1.0, min_p=0.0, seed=5)
+    sampler = Sampler(params)
+    counts = torch.bincount(torch.tensor([sampler(LOGITS, []) for _ in range(4000)]), minlength=5).float()
+    expected = torch.softmax(LOGITS, -1) * 4000
+    assert ((counts - expected).abs() <= 4 * expected.sqrt() + 5).all(), (counts, expected)

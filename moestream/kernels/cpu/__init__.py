@@ -4,6 +4,7 @@ could not be built or loaded; callers then use kernels.reference."""
 from __future__ import annotations
 
 import os
+import time
 
 import numpy as np
 import torch
@@ -14,6 +15,20 @@ try:
     from . import _native
 except ImportError:  # not built (e.g. a source checkout without a compiler)
     _native = None
+
+
+class NativeClock:
+    """Seconds spent inside native calls (so benchmarks can report the Python/torch time around them)."""
+
+    seconds = 0.0
+    calls = 0
+
+    @classmethod
+    def timed(cls, fn, *args):
+        t0 = time.perf_counter()
+        fn(*args)
+        cls.seconds += time.perf_counter() - t0
+        cls.calls += 1
 
 
 def available() -> bool:
@@ -47,7 +62,8 @@ def matmul(x: torch.Tensor, w: QuantWeight, n_threads: int, out: torch.Tensor | 
     n_rows, n_cols = w.shape
     y = torch.empty(x.shape[0], n_rows, dtype=torch.float32) if out is None else out
     assert y.shape == (x.shape[0], n_rows) and y.is_contiguous() and y.dtype == torch.float32
-    _native.matmul(int(w.qtype), data_ptr(w.raw), n_rows, n_cols, x.data_ptr(), x.shape[0], y.data_ptr(), n_threads)
+    NativeClock.timed(_native.matmul, int(w.qtype), data_ptr(w.raw), n_rows, n_cols, x.data_ptr(), x.shape[0],
+                      y.data_ptr(), n_threads)
     return y
 
 
@@ -62,7 +78,7 @@ def moe_ffn(x: torch.Tensor, experts: list[ExpertWeights], offsets: torch.Tensor
     offsets = offsets.to(torch.int32).contiguous()
     rows = rows.to(torch.int32).contiguous()
     weights = weights.to(torch.float32).contiguous()
-    _native.moe_ffn(x.data_ptr(), x.shape[0], x.shape[1], g.shape[0], int(g.qtype), int(u.qtype), int(d.qtype),
+    NativeClock.timed(_native.moe_ffn, x.data_ptr(), x.shape[0], x.shape[1], g.shape[0], int(g.qtype), int(u.qtype), int(d.qtype),
                     len(experts), *(p.data_ptr() for p in ptrs), offsets.data_ptr(), rows.data_ptr(),
                     weights.data_ptr(), out.data_ptr(), n_threads)
     return out

@@ -49,14 +49,26 @@ AVX2 static inline __m256i fifth_bits(const uint8_t qh[4]) {
 #define H(x) _cvtsh_ss(x)
 
 AVX2 static float dot_q4_0(int n, const void *w, const void *a) {
+    /* sum_j (nib_j - 8) a_j = sum_j nib_j a_j - 8 sum_j a_j: unsigned nibbles go straight into maddubs and
+     * the offset uses the activation block sum (y.s = y.d * sum a), so no sign fix-ups per block */
     const block_q4_0 *x = w; const act_a32 *y = a;
-    __m256 acc = _mm256_setzero_ps();
-    for (int b = 0; b < n / 32; b++) {
-        const __m256i q = _mm256_sub_epi8(nibbles(x[b].qs), _mm256_set1_epi8(8));
-        const __m256i qa = _mm256_loadu_si256((const __m256i *)y[b].qs);
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(H(x[b].d) * y[b].d), dot_i8(q, qa), acc);
+    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+    float offset = 0.0f;
+    int b = 0;
+    for (; b + 2 <= n / 32; b += 2) {
+        const float d0 = H(x[b].d), d1 = H(x[b + 1].d);
+        const __m256i a0 = _mm256_loadu_si256((const __m256i *)y[b].qs);
+        const __m256i a1 = _mm256_loadu_si256((const __m256i *)y[b + 1].qs);
+        acc0 = _mm256_fmadd_ps(_mm256_set1_ps(d0 * y[b].d), dot_u8(nibbles(x[b].qs), a0), acc0);
+        acc1 = _mm256_fmadd_ps(_mm256_set1_ps(d1 * y[b + 1].d), dot_u8(nibbles(x[b + 1].qs), a1), acc1);
+        offset += d0 * y[b].s + d1 * y[b + 1].s;
     }
-    return hsum(acc);
+    for (; b < n / 32; b++) {
+        const __m256i a0 = _mm256_loadu_si256((const __m256i *)y[b].qs);
+        acc0 = _mm256_fmadd_ps(_mm256_set1_ps(H(x[b].d) * y[b].d), dot_u8(nibbles(x[b].qs), a0), acc0);
+        offset += H(x[b].d) * y[b].s;
+    }
+    return hsum(_mm256_add_ps(acc0, acc1)) - 8.0f * offset;
 }
 
 AVX2 static float dot_q4_1(int n, const void *w, const void *a) {

@@ -16,15 +16,19 @@ typedef struct {
     int y_stride;
 } matmul_job;
 
+void rows_dot(const qtype_kernels *k, const uint8_t *w, size_t w_row_bytes, int r0, int r1, int n_cols,
+              const uint8_t *act, size_t act_row_bytes, int n_tokens, float *y, int y_stride) {
+    /* y[t, r] for rows [r0, r1) and every token; each weight row is read once, from L1 for t > 0 */
+    for (int r = r0; r < r1; r++)
+        for (int t = 0; t < n_tokens; t++)
+            y[(size_t)t * y_stride + r] = k->dot(n_cols, w + (size_t)r * w_row_bytes, act + (size_t)t * act_row_bytes);
+}
+
 static void matmul_task(void *ctx, int task) {
     const matmul_job *j = ctx;
     const int r0 = task * ROWS_PER_TASK;
     const int r1 = r0 + ROWS_PER_TASK < j->n_rows ? r0 + ROWS_PER_TASK : j->n_rows;
-    for (int r = r0; r < r1; r++) {
-        const uint8_t *row = j->w + (size_t)r * j->w_row_bytes;
-        for (int t = 0; t < j->n_tokens; t++)
-            j->y[(size_t)t * j->y_stride + r] = j->k->dot(j->n_cols, row, j->act + (size_t)t * j->act_row_bytes);
-    }
+    rows_dot(j->k, j->w, j->w_row_bytes, r0, r1, j->n_cols, j->act, j->act_row_bytes, j->n_tokens, j->y, j->y_stride);
 }
 
 typedef struct { enum act_kind act; const float *x; uint8_t *out; size_t out_bytes; int n_cols; } quant_job;

@@ -23,11 +23,8 @@ static void pair_task(void *ctx, int task) {
     const pair_job *j = ctx;
     const int m = task >= j->tasks_per_matrix, r0 = (task - m * j->tasks_per_matrix) * ROWS_PER_TASK;
     const int r1 = r0 + ROWS_PER_TASK < j->n_rows ? r0 + ROWS_PER_TASK : j->n_rows;
-    for (int r = r0; r < r1; r++) {
-        const uint8_t *row = j->w[m] + (size_t)r * j->w_row_bytes[m];
-        for (int t = 0; t < j->n_tokens; t++)
-            j->y[m][(size_t)t * j->n_rows + r] = j->k[m]->dot(j->n_cols, row, j->act + (size_t)t * j->act_row_bytes);
-    }
+    rows_dot(j->k[m], j->w[m], j->w_row_bytes[m], r0, r1, j->n_cols, j->act, j->act_row_bytes, j->n_tokens,
+             j->y[m], j->n_rows);
 }
 
 static void gate_up(const moe_args *a, int e, const uint8_t *act, int n_tok, float *g, float *u) {
