@@ -1,4 +1,6 @@
-"""Per-sequence KV cache: one growable [capacity, KVH, Dh] buffer pair per layer."""
+"""Per-sequence KV cache: one growable buffer pair per layer, head-major [KVH, capacity, Dh] so that attention
+reads each head's keys as a contiguous [S, Dh] matrix (a token-major layout made every decode step copy the
+whole cache: 12 ms of 224 per token at 512 tokens on an 8-layer Mixtral-shaped model)."""
 
 from __future__ import annotations
 
@@ -10,10 +12,10 @@ from ..errors import ConfigError
 class KVCache:
     def __init__(self, n_layers: int, n_kv_heads: int, head_dim: int, max_len: int, initial: int = 256):
         self.max_len = max_len
-        self._shape = (n_kv_heads, head_dim)
+        self.n_kv_heads, self.head_dim = n_kv_heads, head_dim
         cap = min(initial, max_len)
-        self.k = [torch.empty(cap, *self._shape) for _ in range(n_layers)]
-        self.v = [torch.empty(cap, *self._shape) for _ in range(n_layers)]
+        self.k = [torch.empty(n_kv_heads, cap, head_dim) for _ in range(n_layers)]
+        self.v = [torch.empty(n_kv_heads, cap, head_dim) for _ in range(n_layers)]
         self.lengths = [0] * n_layers
 
     @property
@@ -22,22 +24,22 @@ class KVCache:
         return self.lengths[-1]
 
     def append(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        # k, v: [t, KVH, Dh] -> all keys/values so far, [n + t, KVH, Dh]
+        # k, v: [t, KVH, Dh] -> all keys/values so far, head-major [KVH, n + t, Dh]
         n, t = self.lengths[layer], k.shape[0]
         if n + t > self.max_len:
             raise ConfigError(f"context length {self.max_len} exceeded ({n + t} tokens); use a shorter prompt")
         self._reserve(layer, n + t)
-        self.k[layer][n : n + t] = k
-        self.v[layer][n : n + t] = v
+        self.k[layer][:, n : n + t] = k.transpose(0, 1)
+        self.v[layer][:, n : n + t] = v.transpose(0, 1)
         self.lengths[layer] = n + t
-        return self.k[layer][: n + t], self.v[layer][: n + t]
+        return self.k[layer][:, : n + t], self.v[layer][:, : n + t]
 
     def _reserve(self, layer: int, needed: int) -> None:
-        cap = self.k[layer].shape[0]
+        cap = self.k[layer].shape[1]
         if needed <= cap:
             return
         new_cap = min(self.max_len, max(needed, 2 * cap))
         for bufs in (self.k, self.v):
-            grown = torch.empty(new_cap, *self._shape)
-            grown[:cap] = bufs[layer]
+            grown = torch.empty(self.n_kv_heads, new_cap, self.head_dim)
+            grown[:, :cap] = bufs[layer]
             bufs[layer] = grown

@@ -18,7 +18,7 @@ from .rope import Rope
 
 class LayerKV(Protocol):
     def append(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Store k, v ([T, KVH, Dh]) after the cached ones; return all keys and values so far ([S, KVH, Dh])."""
+        """Store k, v ([T, KVH, Dh]) after the cached ones; return all keys and values so far ([KVH, S, Dh])."""
 
 
 @dataclass(frozen=True)
@@ -67,13 +67,12 @@ class Attention:
     def _attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, seg: Segment) -> torch.Tensor:
         rows = slice(seg.start, seg.start + seg.length)
         q_s = self.rope(q[rows], seg.positions)  # [t, H, Dh]
-        k_all, v_all = seg.kv.append(self.layer, self.rope(k[rows], seg.positions), v[rows])  # [S, KVH, Dh]
+        k_all, v_all = seg.kv.append(self.layer, self.rope(k[rows], seg.positions), v[rows])  # [KVH, S, Dh]
         if seg.length == 1:
             return self._attend_one(q_s, k_all, v_all)
-        mask = _causal_mask(seg.positions, k_all.shape[0])
+        mask = _causal_mask(seg.positions, k_all.shape[1])
         out = F.scaled_dot_product_attention(
-            q_s.transpose(0, 1), k_all.transpose(0, 1), v_all.transpose(0, 1),
-            attn_mask=mask, enable_gqa=self.n_heads != self.n_kv_heads,
+            q_s.transpose(0, 1), k_all, v_all, attn_mask=mask, enable_gqa=self.n_heads != self.n_kv_heads,
         )
         return out.transpose(0, 1)  # [t, H, Dh]
 
@@ -83,8 +82,8 @@ class Attention:
         repeated K/V and no mask are materialised (SDPA with enable_gqa + mask: 7.6 ms vs <1 ms at S=512)."""
         kvh, dh = self.n_kv_heads, self.head_dim
         qg = q[0].view(kvh, self.n_heads // kvh, dh)  # [KVH, G, Dh]
-        scores = torch.matmul(qg, k.permute(1, 2, 0)) * dh**-0.5  # [KVH, G, S]
-        out = torch.matmul(torch.softmax(scores, dim=-1), v.transpose(0, 1))  # [KVH, G, Dh]
+        scores = torch.matmul(qg, k.transpose(1, 2)) * dh**-0.5  # [KVH, G, S]
+        out = torch.matmul(torch.softmax(scores, dim=-1), v)  # [KVH, G, Dh]
         return out.reshape(1, self.n_heads, dh)
 
 

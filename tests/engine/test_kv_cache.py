@@ -11,7 +11,8 @@ def test_grows_and_returns_everything_appended():
     for c in chunks:
         for layer in range(2):
             k, v = cache.append(layer, c, -c)
-    assert torch.equal(k, torch.cat(chunks)) and torch.equal(v, -torch.cat(chunks))
+    # head-major: [KVH, S, Dh]
+    assert torch.equal(k, torch.cat(chunks).transpose(0, 1)) and torch.equal(v, -torch.cat(chunks).transpose(0, 1))
     assert cache.length == 29
 
 
