@@ -51,6 +51,7 @@ class GGUFFile:
         self.version = header.version
         self.metadata: dict[str, Any] = header.metadata
         self.tensors: dict[str, TensorInfo] = _read_tensor_table(header, self.file_size, self.path)
+        self._views: dict[str, np.ndarray] = {}
 
     @property
     def architecture(self) -> str:
@@ -60,10 +61,14 @@ class GGUFFile:
         return arch
 
     def data(self, name: str) -> np.ndarray:
-        """Raw bytes of a tensor as a uint8 view of the memory map, shape (rows..., row_bytes)."""
-        info = self.tensors[name]
-        raw = self._data[info.offset : info.offset + info.nbytes]
-        return raw.reshape(*info.shape[:-1], info.row_bytes)
+        """Raw bytes of a tensor as a uint8 view of the memory map, shape (rows..., row_bytes). Views are
+        cached: expert lookups ask for them every layer of every step."""
+        view = self._views.get(name)
+        if view is None:
+            info = self.tensors[name]
+            raw = self._data[info.offset : info.offset + info.nbytes]
+            view = self._views[name] = raw.reshape(*info.shape[:-1], info.row_bytes)
+        return view
 
     def get(self, key: str, default: Any = None) -> Any:
         return self.metadata.get(key, default)

@@ -17,13 +17,23 @@ class Rope:
         # inv_freq: [rot_dim/2], same formula as HF so that the angles agree bit-for-bit
         self.inv_freq = 1.0 / (base ** (torch.arange(0, rot_dim, 2, dtype=torch.int64).float() / rot_dim))
 
+        self._for: torch.Tensor | None = None  # positions the cached cos/sin belong to
+        self._cos_sin: tuple[torch.Tensor, torch.Tensor] | None = None
+
     def __call__(self, x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         # x: [T, H, Dh]; positions: [T] int64. Only the first rot_dim features rotate.
-        angles = positions.float()[:, None] * self.inv_freq[None, :]  # [T, rot/2]
-        cos, sin = angles.cos()[:, None, :], angles.sin()[:, None, :]
+        cos, sin = self._angles(positions)
         rot, rest = x[..., : self.rot_dim], x[..., self.rot_dim :]
         rotated = self._rotate(rot, cos, sin)
         return torch.cat([rotated, rest], dim=-1) if rest.numel() else rotated
+
+    def _angles(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        # Every layer (and Q and K) of one forward passes the same positions tensor: compute cos/sin once.
+        if positions is not self._for:
+            angles = positions.float()[:, None] * self.inv_freq[None, :]  # [T, rot/2]
+            self._cos_sin = angles.cos()[:, None, :], angles.sin()[:, None, :]
+            self._for = positions
+        return self._cos_sin
 
     def _rotate(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
         if self.kind == "neox":
