@@ -1,7 +1,8 @@
 """Pure-PyTorch references with the same signatures as the native kernels.
 
 `matmul` is the exact float product. `matmul_act_quantized` first rounds the activations the way the native
-kernels do (A32: blocks of 32, scale amax/127; AK: blocks of 256, scale -max/128 as ggml's Q8_K), so a native
+kernels (and llama.cpp) do (A32: blocks of 32, scale amax/127 kept as fp16, codes rounded half away from zero;
+AK: blocks of 256, scale -max/128 as ggml's Q8_K), so a native
 result must match it to float rounding; against `matmul` the gap is bounded by the activation quantization
 error (see ACT_ERROR_BOUND in the tests)."""
 
@@ -35,9 +36,12 @@ def quantize_activations(x: torch.Tensor, qtype: Q) -> torch.Tensor:
         q = torch.round(xb * iscale).clamp(max=127)
         scale = torch.where(peak == 0, torch.zeros_like(peak), 1.0 / iscale)
     else:
-        scale = xb.abs().amax(-1, keepdim=True) / 127.0
-        inv = torch.where(scale == 0, torch.zeros_like(scale), 1.0 / scale)
-        q = torch.round(xb * inv)
+        # as llama.cpp's Q8_0: codes from the fp32 scale, rounded half away from zero; the scale kept as fp16
+        scale32 = xb.abs().amax(-1, keepdim=True) / 127.0
+        inv = torch.where(scale32 == 0, torch.zeros_like(scale32), 1.0 / scale32)
+        v = xb * inv
+        q = torch.sign(v) * torch.floor(v.abs() + 0.5)
+        scale = scale32.half().float()
     return (q * scale).reshape(x.shape)
 
 

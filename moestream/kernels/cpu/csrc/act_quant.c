@@ -12,18 +12,43 @@ size_t act_row_bytes(enum act_kind act, int n) {
     }
 }
 
+static half float_to_half(float f) {
+    /* round to nearest even; overflow -> inf; keeps NaN a NaN */
+    union { float f; uint32_t u; } v = { f };
+    const uint32_t sign = (v.u >> 16) & 0x8000, exp8 = (v.u >> 23) & 0xff;
+    uint32_t mant = v.u & 0x7fffff;
+    const int exp = (int)exp8 - 127 + 15;
+    if (exp8 == 0xff) return (half)(sign | 0x7c00 | (mant ? 0x200 : 0));
+    if (exp >= 31) return (half)(sign | 0x7c00);
+    if (exp <= 0) {  /* half subnormal (or zero) */
+        if (exp < -10) return (half)sign;
+        mant |= 0x800000;
+        const int shift = 14 - exp;
+        uint32_t h = mant >> shift;
+        const uint32_t rem = mant & ((1u << shift) - 1), mid = 1u << (shift - 1);
+        if (rem > mid || (rem == mid && (h & 1))) h++;
+        return (half)(sign | h);
+    }
+    uint32_t h = ((uint32_t)exp << 10) | (mant >> 13);
+    const uint32_t rem = mant & 0x1fff;
+    if (rem > 0x1000 || (rem == 0x1000 && (h & 1))) h++;  /* a carry into the exponent is still right */
+    return (half)(sign | h);
+}
+
 static void quantize_a32(const float *x, act_a32 *y, int n) {
+    /* exactly llama.cpp's Q8_0 activations: codes from the fp32 scale rounded half away from zero (roundf),
+     * the scale itself kept as fp16, so that results agree with llama.cpp's bit for bit in the integer part */
     for (int b = 0; b < n / 32; b++, x += 32) {
         float amax = 0.0f;
         for (int j = 0; j < 32; j++) amax = fmaxf(amax, fabsf(x[j]));
         const float d = amax / 127.0f, id = d ? 1.0f / d : 0.0f;
         int sum = 0;
         for (int j = 0; j < 32; j++) {
-            y[b].qs[j] = (int8_t)lrintf(x[j] * id);
+            y[b].qs[j] = (int8_t)roundf(x[j] * id);
             sum += y[b].qs[j];
         }
-        y[b].d = d;
-        y[b].s = d * (float)sum;
+        y[b].d = half_to_float(float_to_half(d));
+        y[b].s = y[b].d * (float)sum;
     }
 }
 

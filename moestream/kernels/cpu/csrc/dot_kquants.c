@@ -114,6 +114,17 @@ static float dot_q3_k(int n, const void *w, const void *act) {
     return sum;
 }
 
+/* Q4_K/Q5_K block: 8 sub-blocks of 32 codes q with 6-bit scales sm[0..7] and mins sm[8..15];
+ * x = d * scale * q - dmin * min, so the mins need only the activation block sums. */
+static float k4_block_dot(const int8_t *q, const uint8_t sm[16], const act_ak *y, float d, float dmin) {
+    int sumi = 0, summ = 0;
+    for (int j = 0; j < 8; j++) {
+        sumi += sm[j] * idot(q + 32 * j, y->qs + 32 * j, 32);
+        summ += sm[8 + j] * (y->bsums[2 * j] + y->bsums[2 * j + 1]);
+    }
+    return y->d * (d * (float)sumi - dmin * (float)summ);
+}
+
 static float dot_q4_k(int n, const void *w, const void *act) {
     const block_q4_k *x = w; const act_ak *y = act;
     float sum = 0.0f;
@@ -123,12 +134,7 @@ static float dot_q4_k(int n, const void *w, const void *act) {
         k4_scales_mins(x[b].scales, sm);
         for (int j = 0; j < 8; j++)
             for (int l = 0; l < 32; l++) q[32 * j + l] = (x[b].qs[32 * (j / 2) + l] >> (4 * (j & 1))) & 0x0f;
-        int sumi = 0, summ = 0;
-        for (int j = 0; j < 8; j++) {
-            sumi += sm[j] * idot(q + 32 * j, y[b].qs + 32 * j, 32);
-            summ += sm[8 + j] * (y[b].bsums[2 * j] + y[b].bsums[2 * j + 1]);
-        }
-        sum += y[b].d * (H(x[b].d) * (float)sumi - H(x[b].dmin) * (float)summ);
+        sum += k4_block_dot(q, sm, &y[b], H(x[b].d), H(x[b].dmin));
     }
     return sum;
 }
@@ -146,12 +152,7 @@ static float dot_q5_k(int n, const void *w, const void *act) {
                 const int high = (x[b].qh[l] >> j) & 1;
                 q[32 * j + l] = (int8_t)(low | (high << 4));
             }
-        int sumi = 0, summ = 0;
-        for (int j = 0; j < 8; j++) {
-            sumi += sm[j] * idot(q + 32 * j, y[b].qs + 32 * j, 32);
-            summ += sm[8 + j] * (y[b].bsums[2 * j] + y[b].bsums[2 * j + 1]);
-        }
-        sum += y[b].d * (H(x[b].d) * (float)sumi - H(x[b].dmin) * (float)summ);
+        sum += k4_block_dot(q, sm, &y[b], H(x[b].d), H(x[b].dmin));
     }
     return sum;
 }
