@@ -65,8 +65,10 @@ void pool_run(task_fn fn, void *ctx, int n_tasks, int n_threads) {
     pthread_mutex_lock(&P.lock);
     ensure_workers(n_threads - 1);
     P.fn = fn; P.ctx = ctx; P.n_tasks = n_tasks; P.n_active = n_threads - 1;
-    atomic_store(&P.next_task, 0);
+    /* finished first: a worker leaving the previous job may take task 0 the moment next_task is reset, and
+     * its completion must count for this job (seq_cst stores keep this order) */
     atomic_store(&P.finished, 0);
+    atomic_store(&P.next_task, 0);
     P.generation++;
     pthread_cond_broadcast(&P.wake);
     pthread_mutex_unlock(&P.lock);
