@@ -80,7 +80,8 @@ def fused_ffn_rows(threads: int, rng, qtype: Q, repeat: int) -> list[dict]:
     for t in (1, 8, 64):
         x = torch.randn(t, d) * 0.1
         ids = torch.stack([torch.randperm(n_exp)[:2] for _ in range(t)])
-        ids_list, offsets, rows, wts = group_by_expert(ids, torch.full((t, 2), 0.5))
+        ids_list, offsets, pairs = group_by_expert(ids)
+        rows, wts = pairs // 2, torch.full((t * 2,), 0.5)
         selected = [experts[e] for e in ids_list]
         sec = timed(lambda: cpu.moe_ffn(x, selected, offsets, rows, wts, threads), repeat)
         nbytes = sum(m.nbytes for e in selected for m in e)

@@ -1,5 +1,5 @@
 """Open a GGUF, check it, and build the model: resident tensors copied into RAM in their GGUF types, routed
-experts left in the file behind an ExpertStore (the streaming cache plugs in there)."""
+experts left in the file and streamed through a byte-budgeted ExpertCache."""
 
 from __future__ import annotations
 
@@ -18,7 +18,11 @@ from ..kernels.dispatch import Compute
 from ..models.args import ModelArgs
 from ..models.decoder import ArchSpec, DecoderModel
 from ..models.registry import spec_for
+from ..cache.config import CacheConfig
+from ..cache.expert_cache import ExpertCache
 from ..store.experts import ExpertStore
+from ..telemetry import rss_bytes
+from .streaming import open_cache
 
 PROGRESS_MIN_BYTES = 256 << 20  # show a progress bar only when loading this much
 
@@ -65,10 +69,16 @@ class LoadedModel:
     model: DecoderModel
     experts: ExpertStore | None
     resident_bytes: int
+    cache: ExpertCache | None = None  # None: no experts, or read through the memory map
+    rss_after_load: int = 0
 
     @property
     def expert_bytes(self) -> int:
         return self.experts.total_nbytes() if self.experts else 0
+
+    def close(self) -> None:
+        if self.cache is not None:
+            self.cache.close()
 
 
 def check_model(gguf: GGUFFile) -> ModelInfo:
@@ -82,17 +92,27 @@ def check_model(gguf: GGUFFile) -> ModelInfo:
     return ModelInfo(gguf, args, spec, experts, [n for n in gguf.tensors if n not in expert_names])
 
 
-def load_model(path: str | Path, progress: bool = True, threads: int | None = None) -> LoadedModel:
-    """threads: for the native kernels (default: one per core available to this process)."""
+def load_model(path: str | Path, progress: bool = True, threads: int | None = None,
+               cache: CacheConfig = CacheConfig(), reader=None) -> LoadedModel:
+    """threads: for the native kernels (default: one per core available to this process).
+    cache: how experts are streamed; reader: a Reader to use instead of the configured one (tests inject faults)."""
     info = check_model(GGUFFile(path))
     resident = _load_resident(info.gguf, info.resident_names, progress)
+    source = expert_cache = None
+    if info.experts is not None:
+        if cache.mmap:
+            source = info.experts
+        else:
+            source = expert_cache = open_cache(path, info.experts, info.args.n_experts_used, info.resident_bytes,
+                                               cache, reader)
     compute = Compute(threads=threads) if threads is not None else Compute()
     if cpu.available():
         # Our kernels own the cores; torch's OpenMP threads would spin-wait beside them (measured: decode
         # 4.6 -> 6.1 tok/s on an 8-layer Mixtral-shaped Q4_0 file, 2 cores). Torch keeps one thread.
         torch.set_num_threads(1)
-    model = DecoderModel(info.args, info.spec, resident, info.experts, compute)
-    return LoadedModel(Path(path), info.gguf, info.args, info.spec, model, info.experts, info.resident_bytes)
+    model = DecoderModel(info.args, info.spec, resident, source, compute)
+    return LoadedModel(Path(path), info.gguf, info.args, info.spec, model, info.experts, info.resident_bytes,
+                       expert_cache, rss_bytes())
 
 
 def _load_resident(gguf: GGUFFile, names: list[str], progress: bool) -> dict[str, QuantWeight]:

@@ -1,12 +1,13 @@
-"""Routed experts: tokens are grouped by expert with vectorised torch ops, then one call computes every
-selected expert of the layer over the tokens routed to it (native fused kernel, or the reference loop).
+"""Routed experts: tokens are grouped by expert with vectorised torch ops, then the layer's selected experts are
+computed batch by batch in the order their weights become ready (hits first, then misses as reads complete).
 
-Weights come from an `ExpertSource` (RAM now; a byte-budgeted streaming cache later), so the MoE block and the
-models never know where expert bytes live."""
+Weights come from an `ExpertSource` (the streaming cache, or the memory-mapped file), so the MoE block and the
+models never know where expert bytes live. Each (token, slot) pair's output is written to its own row and the k
+rows of a token are summed at the end, so the result does not depend on the order in which experts arrive."""
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Iterator, Protocol
 
 import torch
 
@@ -15,7 +16,9 @@ from ..kernels.dispatch import Compute
 
 
 class ExpertSource(Protocol):
-    def get(self, layer: int, expert: int) -> ExpertWeights: ...
+    def acquire(self, layer: int, experts: list[int]) -> Iterator[list[tuple[int, ExpertWeights]]]:
+        """Yields batches of (index into `experts`, weights); a batch is valid until the next is requested."""
+        ...
 
 
 class ExpertFFNs:
@@ -26,17 +29,33 @@ class ExpertFFNs:
 
     def __call__(self, x: torch.Tensor, topk_ids: torch.Tensor, topk_weights: torch.Tensor) -> torch.Tensor:
         # x: [T, D]; topk_ids, topk_weights: [T, k]
-        experts, offsets, rows, weights = group_by_expert(topk_ids, topk_weights)
-        selected = [self.source.get(self.layer, e) for e in experts]
-        return self.compute.moe_ffn(x, selected, offsets, rows, weights)
+        (T, D), k = x.shape, topk_ids.shape[1]
+        experts, offsets, pairs = group_by_expert(topk_ids)
+        out = torch.empty(T * k, D, dtype=torch.float32)  # one row per (token, slot); every row gets written
+        w_flat = topk_weights.flatten().to(torch.float32)
+        for batch in self.source.acquire(self.layer, experts):
+            dest, sub_offsets = _batch_pairs([i for i, _ in batch], offsets, pairs)
+            y = self.compute.moe_ffn(x[dest // k], [w for _, w in batch], sub_offsets,
+                                     torch.arange(len(dest), dtype=torch.int32), w_flat[dest])
+            out[dest] = y
+        return out.view(T, k, D).sum(1)
 
 
-def group_by_expert(topk_ids: torch.Tensor, topk_weights: torch.Tensor):
-    """-> (distinct expert ids, offsets [n+1], token rows, weights), rows sorted by expert, stable by token."""
-    k = topk_ids.shape[1]
+def group_by_expert(topk_ids: torch.Tensor):
+    """-> (distinct expert ids, offsets [n+1], pair indices t*k+slot sorted by expert, stable by token)."""
     flat = topk_ids.flatten()
     order = torch.argsort(flat, stable=True)
     experts, counts = torch.unique_consecutive(flat[order], return_counts=True)
-    offsets = torch.zeros(len(counts) + 1, dtype=torch.int32)
+    offsets = torch.zeros(len(counts) + 1, dtype=torch.int64)
     offsets[1:] = counts.cumsum(0)
-    return experts.tolist(), offsets, order // k, topk_weights.flatten()[order]
+    return experts.tolist(), offsets, order
+
+
+def _batch_pairs(indices: list[int], offsets: torch.Tensor, pairs: torch.Tensor):
+    """Pairs routed to the experts `indices` (in that order) and their offsets within the batch."""
+    if len(indices) == len(offsets) - 1 and indices == sorted(indices):
+        return pairs, offsets.to(torch.int32)
+    spans = [pairs[offsets[i]:offsets[i + 1]] for i in indices]
+    sub = torch.zeros(len(spans) + 1, dtype=torch.int32)
+    sub[1:] = torch.tensor([len(s) for s in spans]).cumsum(0)
+    return torch.cat(spans), sub

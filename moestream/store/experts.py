@@ -37,6 +37,10 @@ class ExpertStore:
     def get(self, layer: int, expert: int) -> ExpertWeights:
         return ExpertWeights(*(self._weight(layer, part, expert) for part in PARTS))
 
+    def acquire(self, layer: int, experts: list[int]):
+        """The ExpertSource protocol without a cache: one batch of views of the memory-mapped file."""
+        yield [(i, self.get(layer, e)) for i, e in enumerate(experts)]
+
     def ranges(self, layer: int, expert: int) -> list[ExpertRange]:
         return [self._range(layer, part, expert) for part in PARTS]
 

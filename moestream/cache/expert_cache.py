@@ -1,0 +1,217 @@
+"""The expert cache: `acquire(layer, experts)` hands out expert weights in the order they become ready — hits at
+once, misses as their reads complete — all reads of a layer's misses issued together. Memory is a RamPool with a
+hard budget; eviction follows a policy; pinned experts are never evicted.
+
+Single consumer: only the engine thread calls acquire/pin; reader threads only complete jobs into a queue."""
+
+from __future__ import annotations
+
+import queue
+import time
+from dataclasses import dataclass, field
+from typing import Iterator
+
+from ..errors import ConfigError
+from ..formats.weight import ExpertWeights
+from ..store.experts import ExpertStore
+from ..store.reader import ReadJob, Reader
+from ..telemetry import Samples
+from .layout import SlotLayout
+from .policy import LRU, EvictionPolicy
+from .tiers import RamPool, Slot
+
+Key = tuple[int, int]  # (layer, expert)
+Batch = list[tuple[int, ExpertWeights]]  # (index into the requested list, weights)
+DEFAULT_CHUNK = 4 << 20  # bytes per read request; several per expert keep the device queue deep
+
+
+@dataclass
+class Entry:
+    slot: Slot
+    weights: ExpertWeights | None = None  # None while its read is in flight
+    refs: int = 0
+    pinned: bool = False
+
+
+@dataclass
+class CacheStats:
+    lookups: int = 0
+    hits: int = 0
+    misses: int = 0
+    evictions: int = 0
+    bytes_read: int = 0
+    read_errors: int = 0
+    io_wait_seconds: float = 0.0  # time acquire spent blocked on reads
+    read_latency: Samples = field(default_factory=Samples)  # per expert: submit -> all bytes in
+
+    @property
+    def hit_rate(self) -> float:
+        return self.hits / self.lookups if self.lookups else 0.0
+
+
+class ExpertCache:
+    def __init__(self, store: ExpertStore, reader: Reader, budget: int, n_used: int,
+                 policy: EvictionPolicy | None = None, chunk_bytes: int = DEFAULT_CHUNK):
+        self.store, self.reader, self.chunk_bytes = store, reader, chunk_bytes
+        self.layout = SlotLayout(store)
+        self.pool = RamPool(budget, self.layout.slot_size, store.n_layers * store.n_experts)
+        self.policy = policy or LRU()
+        self.stats = CacheStats()
+        self._entries: dict[Key, Entry] = {}
+        self._check_budget(budget, n_used)
+
+    def _check_budget(self, budget: int, n_used: int) -> None:
+        if self.pool.n_slots < n_used:
+            raise ConfigError(
+                f"RAM budget {budget / 2**20:.0f} MiB holds {self.pool.n_slots} expert(s) of "
+                f"{self.layout.slot_size / 2**20:.1f} MiB, but each token uses {n_used} experts per layer: "
+                f"give at least {n_used * self.layout.slot_size / 2**20:.0f} MiB"
+            )
+
+    # -- the hot path -------------------------------------------------------------------------------------------
+
+    def acquire(self, layer: int, experts: list[int]) -> Iterator[Batch]:
+        """Yields batches of ready experts; a batch stays valid until the next one is requested."""
+        hits, waiting = self._lookup(layer, experts)
+        done: queue.SimpleQueue[ReadJob] = queue.SimpleQueue()
+        inflight: dict[Key, int] = {}  # key -> index in `experts`
+        try:
+            self._issue(layer, experts, waiting, inflight, done, holding=bool(hits))
+            if hits:
+                yield [(i, self._entries[(layer, experts[i])].weights) for i in hits]
+                self._release([(layer, experts[i]) for i in hits])
+                hits = []
+            while waiting or inflight:
+                self._issue(layer, experts, waiting, inflight, done)
+                ready = self._collect(inflight, done)
+                yield [(i, self._entries[key].weights) for key, i in ready]
+                self._release([key for key, _ in ready])
+        finally:
+            self._settle(inflight, done)
+            self._release([(layer, experts[i]) for i in hits])
+
+    def _lookup(self, layer: int, experts: list[int]) -> tuple[list[int], list[int]]:
+        hits, misses = [], []
+        for i, e in enumerate(experts):
+            entry = self._entries.get((layer, e))
+            if entry is not None and entry.weights is not None:
+                entry.refs += 1
+                if not entry.pinned:
+                    self.policy.hit((layer, e))
+                hits.append(i)
+            else:
+                misses.append(i)
+        self.stats.lookups += len(experts)
+        self.stats.hits += len(hits)
+        self.stats.misses += len(misses)
+        return hits, misses
+
+    def _issue(self, layer: int, experts: list[int], waiting: list[int], inflight: dict, done,
+               holding: bool = False) -> None:
+        """Start reads for as many waiting experts as slots allow (the rest wait for slots this acquire frees)."""
+        while waiting:
+            slot = self._free_slot()
+            if slot is None:
+                if not inflight and not holding:
+                    raise ConfigError("the RAM budget has no free slot for a needed expert (all are in use or pinned)")
+                return
+            i = waiting.pop(0)
+            key = (layer, experts[i])
+            self._entries[key] = Entry(slot, refs=1)
+            inflight[key] = i
+            chunks = self.layout.chunks(layer, experts[i], slot.view, self.chunk_bytes)
+            self.reader.submit(ReadJob(key, chunks, done.put))
+
+    def _collect(self, inflight: dict[Key, int], done: queue.SimpleQueue) -> list[tuple[Key, int]]:
+        """Block for at least one finished read, take all finished; raise the first read error (slots freed)."""
+        t0 = time.perf_counter()
+        jobs = [done.get()]
+        self.stats.io_wait_seconds += time.perf_counter() - t0
+        while not done.empty():
+            jobs.append(done.get_nowait())
+        ready, error = [], None
+        for job in jobs:
+            i = inflight.pop(job.key)
+            if self._complete(job):
+                ready.append((job.key, i))
+            else:
+                error = error or job.error
+        if error is not None:
+            self._release([key for key, _ in ready])
+            raise error
+        return ready
+
+    def _complete(self, job: ReadJob) -> bool:
+        """Account a finished read; a failed one gives its slot back. Returns success."""
+        entry = self._entries[job.key]
+        self.stats.read_latency.add(job.latency)
+        if job.error is not None:
+            self.stats.read_errors += 1
+            del self._entries[job.key]
+            self.pool.give(entry.slot)
+            return False
+        self.stats.bytes_read += job.nbytes
+        entry.weights = self.layout.weights(*job.key, entry.slot.tensor)
+        self.policy.inserted(job.key)
+        return True
+
+    def _settle(self, inflight: dict[Key, int], done: queue.SimpleQueue) -> None:
+        """After an error or an abandoned acquire: wait out reads still writing into our slots, keep good ones."""
+        while inflight:
+            job = done.get()
+            inflight.pop(job.key)
+            if self._complete(job):
+                self._release([job.key])
+
+    def _release(self, keys: list[Key]) -> None:
+        for key in keys:
+            self._entries[key].refs -= 1
+
+    def _free_slot(self) -> Slot | None:
+        slot = self.pool.take()
+        if slot is not None:
+            return slot
+        for key in self.policy.victims():
+            entry = self._entries[key]
+            if entry.refs == 0 and entry.weights is not None and not entry.pinned:
+                del self._entries[key]
+                self.policy.removed(key)
+                self.stats.evictions += 1
+                return entry.slot
+        return None
+
+    # -- set-up and inspection ----------------------------------------------------------------------------------
+
+    def pin(self, keys: list[Key], n_used: int) -> None:
+        """Load `keys` now and keep them for the whole run; the rest of the budget stays for streaming."""
+        if len(keys) + n_used > self.pool.n_slots:
+            raise ConfigError(f"cannot pin {len(keys)} experts: the budget holds {self.pool.n_slots} and streaming "
+                              f"needs {n_used} free")
+        by_layer: dict[int, list[int]] = {}
+        for layer, e in keys:
+            self._check_key(layer, e)
+            by_layer.setdefault(layer, []).append(e)
+        for layer, experts in by_layer.items():
+            for _ in self.acquire(layer, sorted(set(experts))):
+                pass
+            for e in experts:
+                entry = self._entries[(layer, e)]
+                entry.pinned = True
+                self.policy.removed((layer, e))
+
+    def _check_key(self, layer: int, e: int) -> None:
+        if not (0 <= layer < self.store.n_layers and 0 <= e < self.store.n_experts):
+            raise ConfigError(f"cannot pin expert {e} of layer {layer}: the model has {self.store.n_layers} layers "
+                              f"of {self.store.n_experts} experts")
+
+    @property
+    def resident_experts(self) -> int:
+        return sum(1 for e in self._entries.values() if e.weights is not None)
+
+    @property
+    def pinned_count(self) -> int:
+        return sum(1 for e in self._entries.values() if e.pinned)
+
+    def close(self) -> None:
+        self.reader.close()
+

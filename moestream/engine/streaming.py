@@ -1,0 +1,42 @@
+"""Build the expert source a model streams from: the byte-budgeted cache over an aligned reader (default), or the
+memory map (`CacheConfig(mmap=True)`, for comparisons)."""
+
+from __future__ import annotations
+
+import sys
+
+from ..cache.config import HEADROOM, CacheConfig, available_memory
+from ..cache.expert_cache import ExpertCache
+from ..cache.policy import make_policy
+from ..store.experts import ExpertStore
+from ..store.reader import DirectFile, Reader, ThreadReader
+
+
+def open_reader(path, config: CacheConfig) -> Reader:
+    file = DirectFile(path, direct=config.direct)
+    if config.reader == "uring":
+        from ..store.uring import UringReader
+
+        return UringReader(file, config.depth)
+    return ThreadReader(file, config.depth)
+
+
+def open_cache(path, store: ExpertStore, n_used: int, resident_bytes: int, config: CacheConfig,
+               reader: Reader | None = None) -> ExpertCache:
+    budget = config.ram_budget or auto_budget(store, resident_bytes)
+    cache = ExpertCache(store, reader or open_reader(path, config), budget, n_used, make_policy(config.policy),
+                        config.chunk_bytes)
+    if config.pin:
+        cache.pin(list(config.pin), n_used)
+    return cache
+
+
+def auto_budget(store: ExpertStore, resident_bytes: int) -> int:
+    """Everything if it fits, else what is free after the resident weights and some headroom."""
+    room = available_memory() - resident_bytes - HEADROOM
+    total = store.total_nbytes() + store.n_layers * store.n_experts * 3 * 8192  # + alignment padding
+    if room >= total:
+        return total
+    print(f"moestream: experts ({total / 2**30:.2f} GiB) exceed free memory; streaming them with a "
+          f"{max(room, 0) / 2**30:.2f} GiB cache (set --ram-budget to choose)", file=sys.stderr)
+    return max(room, 1)

@@ -1,0 +1,175 @@
+"""Aligned reads of expert bytes from the user's GGUF: O_DIRECT into page-aligned buffers (no page cache, so the
+memory a run uses is the budget it was given), with parallel requests in flight.
+
+A `ReadJob` is one expert: a few aligned chunks. Backends (`ThreadReader` here, `UringReader` in uring.py) take
+jobs and call `job.on_done(job)` from their own thread when every chunk has landed or one has failed."""
+
+from __future__ import annotations
+
+import errno
+import os
+import threading
+import time
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Callable, Protocol
+
+from ..errors import MoestreamError
+
+ALIGN = 4096  # O_DIRECT needs offset, length and buffer address aligned to the logical block size; 4 KiB covers all
+
+
+class ExpertReadError(MoestreamError):
+    """A read of expert weights failed or came back short."""
+
+
+def align_down(n: int) -> int:
+    return n // ALIGN * ALIGN
+
+
+def align_up(n: int) -> int:
+    return -(-n // ALIGN) * ALIGN
+
+
+class DirectFile:
+    """The GGUF opened for aligned reads. Falls back to buffered reads, with a warning, where the filesystem refuses
+    O_DIRECT (tmpfs, some network and FUSE filesystems); buffered pages are then dropped after each read."""
+
+    def __init__(self, path: str | os.PathLike, direct: bool = True):
+        self.path = os.fspath(path)
+        self.size = os.path.getsize(self.path)
+        self.fd, self.direct = self._open(direct)
+
+    def _open(self, direct: bool) -> tuple[int, bool]:
+        if direct and hasattr(os, "O_DIRECT"):
+            try:
+                fd = os.open(self.path, os.O_RDONLY | os.O_DIRECT)
+                if _probe_direct(fd):
+                    return fd, True
+                os.close(fd)
+            except OSError as exc:
+                if exc.errno not in (errno.EINVAL, errno.EOPNOTSUPP):
+                    raise
+            warnings.warn(f"{self.path}: the filesystem refuses direct I/O; using buffered reads "
+                          f"(the page cache will hold copies of expert bytes)", RuntimeWarning, stacklevel=3)
+        return os.open(self.path, os.O_RDONLY), False
+
+    def read_into(self, offset: int, view: memoryview) -> int:
+        """Fill `view` from `offset` (both aligned when direct); returns bytes read (short only at end of file)."""
+        done = 0
+        while done < len(view):
+            n = os.preadv(self.fd, [view[done:]], offset + done)
+            if n == 0:
+                break
+            done += n
+        if not self.direct and done:
+            os.posix_fadvise(self.fd, offset, done, os.POSIX_FADV_DONTNEED)
+        return done
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+def _probe_direct(fd: int) -> bool:
+    import mmap
+
+    buf = mmap.mmap(-1, ALIGN)
+    try:
+        os.preadv(fd, [memoryview(buf)], 0)
+        return True
+    except OSError as exc:
+        if exc.errno == errno.EINVAL:
+            return False
+        raise
+    finally:
+        buf.close()
+
+
+@dataclass
+class Chunk:
+    """One request: `view` (aligned address and length) filled from file `offset`; the first `needed` bytes must
+    arrive (the rest is alignment padding that may lie past the end of the file)."""
+
+    offset: int
+    view: memoryview
+    needed: int
+
+
+@dataclass
+class ReadJob:
+    key: tuple[int, int]  # (layer, expert)
+    chunks: list[Chunk]
+    on_done: Callable[["ReadJob"], None]
+    error: BaseException | None = None
+    submitted: float = 0.0
+    latency: float = 0.0  # submit -> last chunk done, seconds
+    _remaining: int = field(default=0, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(len(c.view) for c in self.chunks)
+
+    def start(self) -> None:
+        self._remaining, self.submitted = len(self.chunks), time.perf_counter()
+
+    def chunk_done(self, error: BaseException | None = None) -> None:
+        with self._lock:
+            self.error = self.error or error
+            self._remaining -= 1
+            last = self._remaining == 0
+        if last:
+            self.latency = time.perf_counter() - self.submitted
+            self.on_done(self)
+
+
+class Reader(Protocol):
+    name: str
+    file: DirectFile
+
+    def submit(self, job: ReadJob) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def short_read_error(file: DirectFile, job: ReadJob, chunk: Chunk, got: int) -> ExpertReadError:
+    layer, expert = job.key
+    return ExpertReadError(
+        f"{file.path}: expert {expert} of layer {layer} needs bytes up to {chunk.offset + chunk.needed} but the "
+        f"file ends at {chunk.offset + got} (was it truncated or replaced while running?)"
+    )
+
+
+def read_chunk(file: DirectFile, job: ReadJob, chunk: Chunk) -> BaseException | None:
+    """Blocking read of one chunk; returns the error instead of raising so completion is always signalled."""
+    try:
+        got = file.read_into(chunk.offset, chunk.view)
+    except OSError as exc:
+        layer, expert = job.key
+        return ExpertReadError(f"{file.path}: reading expert {expert} of layer {layer} failed: {exc.strerror or exc}")
+    return short_read_error(file, job, chunk, got) if got < chunk.needed else None
+
+
+class ThreadReader:
+    """`depth` threads, each a blocking preadv at a time (the GIL is released while the kernel reads)."""
+
+    name = "thread"
+
+    def __init__(self, file: DirectFile, depth: int = 16):
+        self.file, self.depth = file, depth
+        self._pool = ThreadPoolExecutor(depth, thread_name_prefix="moestream-read")
+
+    def submit(self, job: ReadJob) -> None:
+        job.start()
+        for chunk in job.chunks:
+            self._pool.submit(self._run, job, chunk)
+
+    def _run(self, job: ReadJob, chunk: Chunk) -> None:
+        job.chunk_done(read_chunk(self.file, job, chunk))
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+        self.file.close()
