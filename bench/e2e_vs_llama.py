@@ -6,7 +6,8 @@ seed; every expert stays in RAM after warm-up for a file that fits). llama.cpp: 
 -t T -r 1 -o json` (its defaults otherwise, so Q4_0 weights are repacked as users get them).
 
 Reproduce:
-    python bench/make_mixtral_shapes.py -o /root/cache/bench/mixtral-shapes-8l-q4_0.gguf --layers 8
+    moestream synth --preset mixtral-8x7b --layers 8 -o /root/cache/bench/mixtral-shapes-8l-q4_0.gguf \\
+        --vocab ~/.cache/moestream-tests/llama.cpp/models/ggml-vocab-llama-spm.gguf
     python bench/e2e_vs_llama.py -m /root/cache/bench/mixtral-shapes-8l-q4_0.gguf --llama-bin /root/cache/llama-build/bin
 """
 

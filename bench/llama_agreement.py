@@ -16,7 +16,7 @@ The first teacher-forced mismatch is (up to batch-vs-step rounding) where free-r
 Prints a table and writes JSON.
 
 `--gguf FILE` (repeatable) compares given files instead of the tiny models, e.g. a file made by
-bench/make_mixtral_shapes.py.
+`moestream synth`.
 
 Reproduce (from the repository root; the tiny models are built on first use by the test fixtures):
     PYTHONPATH=. python bench/llama_agreement.py --llama-bin /root/cache/llama-build/bin \\

@@ -23,3 +23,7 @@ class TokenizerError(MoestreamError):
 
 class ConfigError(MoestreamError):
     """A user-supplied setting is invalid (sampling parameters, budgets, paths)."""
+
+
+class OutputError(MoestreamError):
+    """An output file cannot be written (missing directory, not enough disk space, write failure)."""

@@ -1,4 +1,4 @@
-"""`moestream` command line: generate, chat, inspect. Errors print as one line, never a traceback."""
+"""`moestream` command line: generate, chat, bench, inspect, synth. Errors print as one line, never a traceback."""
 
 from __future__ import annotations
 
@@ -7,14 +7,14 @@ import sys
 
 from .. import __version__
 from ..errors import MoestreamError
-from . import bench, chat, generate, inspect_cmd
+from . import bench, chat, generate, inspect_cmd, synth
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="moestream", description="Run Mixture-of-Experts LLMs from GGUF files.")
     parser.add_argument("--version", action="version", version=f"moestream {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (generate, chat, bench, inspect_cmd):
+    for module in (generate, chat, bench, inspect_cmd, synth):
         module.register(sub)
     return parser
 
