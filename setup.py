@@ -1,4 +1,5 @@
-"""Build of the native CPU kernels (a plain C extension); everything else is in pyproject.toml."""
+"""Build of the native parts (plain C extensions: CPU kernels, io_uring reads); everything else is in
+pyproject.toml."""
 
 from pathlib import Path
 
@@ -18,4 +19,12 @@ native = Extension(
     optional=True,
 )
 
-setup(ext_modules=[native])
+uring = Extension(
+    "moestream.store._uring",
+    sources=["moestream/store/csrc/uring.c"],
+    extra_compile_args=["-O2", "-std=gnu11", "-Wall"],
+    # Linux only (raw io_uring syscalls, kernel headers); elsewhere the thread-pool reader is used.
+    optional=True,
+)
+
+setup(ext_modules=[native, uring])

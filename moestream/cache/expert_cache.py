@@ -7,14 +7,16 @@ Single consumer: only the engine thread calls acquire/pin; reader threads only c
 from __future__ import annotations
 
 import queue
+from collections import Counter
 import time
 from dataclasses import dataclass, field
 from typing import Iterator
 
 from ..errors import ConfigError
+from .config import human_bytes
 from ..formats.weight import ExpertWeights
 from ..store.experts import ExpertStore
-from ..store.reader import ReadJob, Reader
+from ..store.reader import ExpertReadError, ReadJob, Reader
 from ..telemetry import Samples
 from .layout import SlotLayout
 from .policy import LRU, EvictionPolicy
@@ -23,6 +25,7 @@ from .tiers import RamPool, Slot
 Key = tuple[int, int]  # (layer, expert)
 Batch = list[tuple[int, ExpertWeights]]  # (index into the requested list, weights)
 DEFAULT_CHUNK = 4 << 20  # bytes per read request; several per expert keep the device queue deep
+READ_TIMEOUT = 120.0  # seconds without any completed read before a step fails instead of hanging
 
 
 @dataclass
@@ -42,6 +45,8 @@ class CacheStats:
     bytes_read: int = 0
     read_errors: int = 0
     io_wait_seconds: float = 0.0  # time acquire spent blocked on reads
+    read_busy_seconds: float = 0.0  # time with reads in flight (first issue -> last completion, per acquire)
+    routed: Counter = field(default_factory=Counter)  # (layer, expert) -> times requested: a routing profile
     read_latency: Samples = field(default_factory=Samples)  # per expert: submit -> all bytes in
 
     @property
@@ -58,14 +63,15 @@ class ExpertCache:
         self.policy = policy or LRU()
         self.stats = CacheStats()
         self._entries: dict[Key, Entry] = {}
+        self._last_done = 0.0
         self._check_budget(budget, n_used)
 
     def _check_budget(self, budget: int, n_used: int) -> None:
         if self.pool.n_slots < n_used:
             raise ConfigError(
-                f"RAM budget {budget / 2**20:.0f} MiB holds {self.pool.n_slots} expert(s) of "
-                f"{self.layout.slot_size / 2**20:.1f} MiB, but each token uses {n_used} experts per layer: "
-                f"give at least {n_used * self.layout.slot_size / 2**20:.0f} MiB"
+                f"RAM budget {human_bytes(budget)} holds {self.pool.n_slots} expert(s) of "
+                f"{human_bytes(self.layout.slot_size)}, but each token uses {n_used} experts per layer: "
+                f"give at least {human_bytes(n_used * self.layout.slot_size)}"
             )
 
     # -- the hot path -------------------------------------------------------------------------------------------
@@ -75,6 +81,7 @@ class ExpertCache:
         hits, waiting = self._lookup(layer, experts)
         done: queue.SimpleQueue[ReadJob] = queue.SimpleQueue()
         inflight: dict[Key, int] = {}  # key -> index in `experts`
+        t_issue = time.perf_counter()
         try:
             self._issue(layer, experts, waiting, inflight, done, holding=bool(hits))
             if hits:
@@ -89,6 +96,8 @@ class ExpertCache:
         finally:
             self._settle(inflight, done)
             self._release([(layer, experts[i]) for i in hits])
+            if len(hits) < len(experts):
+                self.stats.read_busy_seconds += max(0.0, self._last_done - t_issue)
 
     def _lookup(self, layer: int, experts: list[int]) -> tuple[list[int], list[int]]:
         hits, misses = [], []
@@ -101,6 +110,7 @@ class ExpertCache:
                 hits.append(i)
             else:
                 misses.append(i)
+        self.stats.routed.update((layer, e) for e in experts)
         self.stats.lookups += len(experts)
         self.stats.hits += len(hits)
         self.stats.misses += len(misses)
@@ -117,16 +127,21 @@ class ExpertCache:
                 return
             i = waiting.pop(0)
             key = (layer, experts[i])
+            chunks = self.layout.chunks(layer, experts[i], slot.view, self.chunk_bytes)
+            try:
+                self.reader.submit(ReadJob(key, chunks, done.put))
+            except BaseException:
+                self.pool.give(slot)
+                raise
             self._entries[key] = Entry(slot, refs=1)
             inflight[key] = i
-            chunks = self.layout.chunks(layer, experts[i], slot.view, self.chunk_bytes)
-            self.reader.submit(ReadJob(key, chunks, done.put))
 
     def _collect(self, inflight: dict[Key, int], done: queue.SimpleQueue) -> list[tuple[Key, int]]:
         """Block for at least one finished read, take all finished; raise the first read error (slots freed)."""
         t0 = time.perf_counter()
-        jobs = [done.get()]
-        self.stats.io_wait_seconds += time.perf_counter() - t0
+        jobs = [self._next_done(done)]
+        self._last_done = time.perf_counter()
+        self.stats.io_wait_seconds += self._last_done - t0
         while not done.empty():
             jobs.append(done.get_nowait())
         ready, error = [], None
@@ -158,10 +173,21 @@ class ExpertCache:
     def _settle(self, inflight: dict[Key, int], done: queue.SimpleQueue) -> None:
         """After an error or an abandoned acquire: wait out reads still writing into our slots, keep good ones."""
         while inflight:
-            job = done.get()
+            try:
+                job = self._next_done(done)
+            except ExpertReadError:
+                return  # a stuck device: the slots stay with their reads rather than being reused under them
+            self._last_done = time.perf_counter()
             inflight.pop(job.key)
             if self._complete(job):
                 self._release([job.key])
+
+    def _next_done(self, done: queue.SimpleQueue) -> ReadJob:
+        try:
+            return done.get(timeout=READ_TIMEOUT)
+        except queue.Empty:
+            raise ExpertReadError(f"{self.reader.file.path}: no expert read completed in {READ_TIMEOUT:.0f} s "
+                                  f"(is the disk stuck or the file on a hung network mount?)") from None
 
     def _release(self, keys: list[Key]) -> None:
         for key in keys:

@@ -8,7 +8,7 @@ import sys
 from ..engine.loader import load_model
 from ..tokenizer import ChatTemplate, Tokenizer
 from .generate import print_summary, stream_completion
-from .options import add_model_flag, add_sampling_flags, context_length, sampling_params
+from .options import add_cache_flags, add_model_flag, add_sampling_flags, cache_config, context_length, sampling_params
 
 EXIT_WORDS = {"/exit", "/quit"}
 
@@ -20,12 +20,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-n", "--n-predict", type=int, default=512, metavar="N", help="max tokens per reply (default %(default)s)")
     p.add_argument("--verbose", action="store_true", help="print speed after each reply")
     add_sampling_flags(p)
+    add_cache_flags(p)
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     params = sampling_params(args)
-    lm = load_model(args.model, threads=args.threads)
+    lm = load_model(args.model, threads=args.threads, cache=cache_config(args))
+    try:
+        return _converse(args, lm, params)
+    finally:
+        lm.close()
+
+
+def _converse(args: argparse.Namespace, lm, params) -> int:
     tok, template = Tokenizer.from_gguf(lm.gguf), ChatTemplate.from_gguf(lm.gguf)
     ctx = context_length(args, lm.args.context_length)
     messages = [{"role": "system", "content": args.system}] if args.system else []

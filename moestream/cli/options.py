@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import argparse
 
+import json
+
+from ..cache.config import CacheConfig, parse_bytes
 from ..engine.sampling import SamplingParams
+from ..errors import ConfigError
 
 
 def add_model_flag(p: argparse.ArgumentParser) -> None:
@@ -41,3 +45,51 @@ DEFAULT_CONTEXT_CAP = 4096
 
 def context_length(args: argparse.Namespace, model_context: int) -> int:
     return args.ctx_size or min(model_context, DEFAULT_CONTEXT_CAP)
+
+
+def add_cache_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("expert streaming")
+    g.add_argument("--ram-budget", metavar="SIZE",
+                   help="RAM for cached experts, e.g. 8GiB (default: all experts if they fit, else what is free)")
+    g.add_argument("--reader", choices=("auto", "thread", "uring"), default="auto",
+                   help="read backend (default %(default)s)")
+    g.add_argument("--io-depth", type=int, default=16, metavar="N", help="reads in flight (default %(default)s)")
+    g.add_argument("--io-chunk", default="4MiB", metavar="SIZE", help="bytes per read request (default %(default)s)")
+    g.add_argument("--no-direct", action="store_true", help="buffered reads instead of O_DIRECT")
+    g.add_argument("--mmap", action="store_true", help="no cache: read experts through the memory map")
+    g.add_argument("--pin", metavar="FILE", help="JSON list of [layer, expert] pairs to keep in RAM")
+    g.add_argument("--pin-hot", type=int, default=0, metavar="N",
+                   help="keep the N most used experts of --profile in RAM")
+    g.add_argument("--profile", metavar="FILE", help="routing profile: a --stats-json file from an earlier run")
+    g.add_argument("--stats-json", metavar="FILE", help="write the run summary as JSON")
+
+
+def cache_config(args: argparse.Namespace) -> CacheConfig:
+    return CacheConfig(
+        ram_budget=parse_bytes(args.ram_budget) if args.ram_budget else None, reader=args.reader,
+        depth=args.io_depth, chunk_bytes=parse_bytes(args.io_chunk), direct=not args.no_direct, mmap=args.mmap,
+        pin=tuple(_pins(args)),
+    )
+
+
+def _pins(args: argparse.Namespace) -> list[tuple[int, int]]:
+    pins = [tuple(p) for p in _read_json(args.pin, "--pin")] if args.pin else []
+    if args.pin_hot:
+        if not args.profile:
+            raise ConfigError("--pin-hot needs --profile FILE (a --stats-json file from an earlier run)")
+        counts = _read_json(args.profile, "--profile").get("routing_counts")
+        if not counts:
+            raise ConfigError(f"{args.profile} has no routing_counts; write one with --stats-json")
+        ranked = sorted(((c, layer, e) for layer, row in enumerate(counts) for e, c in enumerate(row)), reverse=True)
+        pins += [(layer, e) for c, layer, e in ranked[:args.pin_hot] if c > 0]
+    if not all(len(p) == 2 and all(isinstance(v, int) for v in p) for p in pins):
+        raise ConfigError(f"{args.pin}: expected a JSON list of [layer, expert] integer pairs")
+    return sorted(set(pins))
+
+
+def _read_json(path: str, flag: str):
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{flag} {path}: cannot read JSON ({exc})") from None

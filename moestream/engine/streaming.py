@@ -9,15 +9,16 @@ from ..cache.config import HEADROOM, CacheConfig, available_memory
 from ..cache.expert_cache import ExpertCache
 from ..cache.policy import make_policy
 from ..store.experts import ExpertStore
+from ..store import uring
 from ..store.reader import DirectFile, Reader, ThreadReader
+
+AUTO_READER = "uring"  # measured: see docs/benchmarks.md (reader backends)
 
 
 def open_reader(path, config: CacheConfig) -> Reader:
     file = DirectFile(path, direct=config.direct)
-    if config.reader == "uring":
-        from ..store.uring import UringReader
-
-        return UringReader(file, config.depth)
+    if config.reader == "uring" or (config.reader == "auto" and AUTO_READER == "uring" and uring.available()):
+        return uring.UringReader(file, config.depth)
     return ThreadReader(file, config.depth)
 
 

@@ -1,0 +1,45 @@
+"""Print the run summary (stderr) and write it as JSON."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from ..errors import ConfigError
+from .units import fmt_bytes
+
+
+def print_run_summary(r: dict) -> None:
+    lines = [
+        f"prefill  {r['prompt_tokens']:>6} tokens  {r['prefill_tps']:9.2f} tok/s",
+        f"decode   {r['decode_tokens']:>6} tokens  {r['decode_tps']:9.2f} tok/s   step p50 {r['step_ms']['p50']:.1f} ms"
+        f" p95 {r['step_ms']['p95']:.1f} p99 {r['step_ms']['p99']:.1f}",
+        f"compute per token p50 {r['compute_ms_per_token']['p50']:.1f} ms p95 {r['compute_ms_per_token']['p95']:.1f}"
+        f" p99 {r['compute_ms_per_token']['p99']:.1f} | waiting on I/O {100 * r['io_wait_share']:.1f}% of decode",
+    ]
+    if "lookups" in r:
+        lat = r["read_latency_ms"]
+        lines += [
+            f"cache    {r['hits']} hits / {r['lookups']} lookups ({100 * r['hit_rate']:.1f}%), {r['misses']} misses, "
+            f"{r['evictions']} evictions, policy {r['policy']}, {r['pinned_experts']} pinned",
+            f"reads    {fmt_bytes(r['bytes_read'])} ({fmt_bytes(int(r['decode_bytes_read_per_token']))}/decoded token)"
+            f" at {fmt_bytes(int(r['read_throughput_Bps']))}/s; per expert p50 {lat['p50']:.1f} ms p95 {lat['p95']:.1f}"
+            f" p99 {lat['p99']:.1f}; {r['reader']} reader, {'direct' if r['direct_io'] else 'buffered'}",
+            f"memory   budget {fmt_bytes(r['ram_budget_bytes'])} ({r['cache_slots']} slots of "
+            f"{fmt_bytes(r['slot_bytes'])}, {fmt_bytes(r['cache_allocated_bytes'])} used), resident weights "
+            f"{fmt_bytes(r['resident_bytes'])}, peak RSS {fmt_bytes(r['peak_rss_bytes'])}",
+        ]
+    else:
+        lines.append(f"memory   resident weights {fmt_bytes(r['resident_bytes'])}, experts through the memory map, "
+                     f"peak RSS {fmt_bytes(r['peak_rss_bytes'])}")
+    print("\n".join(lines), file=sys.stderr)
+
+
+def write_json(path: str | None, r: dict) -> None:
+    if not path:
+        return
+    try:
+        with open(path, "w") as f:
+            json.dump(r, f, indent=1)
+    except OSError as exc:
+        raise ConfigError(f"--stats-json {path}: {exc.strerror}") from None

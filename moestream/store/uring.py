@@ -1,0 +1,97 @@
+"""io_uring reader: chunks go into one ring (at most `depth` in flight); a completion thread reaps them with the
+GIL released and signals jobs. Submitters (the engine thread, and the completion thread topping the ring back up)
+share one lock."""
+
+from __future__ import annotations
+
+import ctypes
+import itertools
+import os
+import threading
+from collections import deque
+
+from ..errors import ConfigError
+from .reader import Chunk, DirectFile, ExpertReadError, ReadJob, short_read_error
+
+_STOP = 0  # tag of the no-op that ends the completion thread
+
+
+def available() -> bool:
+    try:
+        from . import _uring  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+class UringReader:
+    name = "uring"
+
+    def __init__(self, file: DirectFile, depth: int = 16):
+        try:
+            from ._uring import Ring
+        except ImportError:
+            raise ConfigError("the io_uring reader was not built (needs Linux and a C compiler at install); "
+                              "use --reader thread") from None
+        try:
+            self._ring = Ring(1 << max(depth * 2 - 1, 1).bit_length())
+        except OSError as exc:
+            raise ConfigError(f"io_uring is not available here ({exc.strerror}); use --reader thread") from None
+        self.file, self.depth = file, depth
+        self._lock = threading.Lock()
+        self._waiting: deque[tuple[ReadJob, Chunk]] = deque()
+        self._inflight: dict[int, tuple[ReadJob, Chunk]] = {}
+        self._tags = itertools.count(1)
+        self._thread = threading.Thread(target=self._reap_loop, name="moestream-uring", daemon=True)
+        self._thread.start()
+
+    def submit(self, job: ReadJob) -> None:
+        job.start()
+        with self._lock:
+            self._waiting.extend((job, c) for c in job.chunks)
+            self._pump()
+
+    def _pump(self) -> None:
+        """Move waiting chunks into the ring up to `depth` in flight (caller holds the lock)."""
+        queued = False
+        while self._waiting and len(self._inflight) < self.depth:
+            job, chunk = self._waiting[0]
+            tag = next(self._tags)
+            addr = ctypes.addressof(ctypes.c_char.from_buffer(chunk.view))
+            if not self._ring.queue_read(self.file.fd, addr, len(chunk.view), chunk.offset, tag):
+                break
+            self._waiting.popleft()
+            self._inflight[tag] = (job, chunk)
+            queued = True
+        if queued:
+            self._ring.submit()
+
+    def _reap_loop(self) -> None:
+        while True:
+            for tag, result in self._ring.wait(1):
+                if tag == _STOP:
+                    return
+                with self._lock:
+                    job, chunk = self._inflight.pop(tag)
+                job.chunk_done(self._check(job, chunk, result))
+            with self._lock:
+                self._pump()
+
+    def _check(self, job: ReadJob, chunk: Chunk, result: int) -> BaseException | None:
+        if result < 0:
+            layer, expert = job.key
+            return ExpertReadError(f"{self.file.path}: reading expert {expert} of layer {layer} failed: "
+                                   f"{os.strerror(-result)}")
+        if result < chunk.needed:  # a regular file reads short only at its end
+            rest = self.file.read_into(chunk.offset + result, chunk.view[result:]) if result else 0
+            if result + rest < chunk.needed:
+                return short_read_error(self.file, job, chunk, result + rest)
+        return None
+
+    def close(self) -> None:
+        if self._thread.is_alive():
+            with self._lock:
+                self._ring.wake(_STOP)
+            self._thread.join()
+        self._ring.close()
+        self.file.close()
