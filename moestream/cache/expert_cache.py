@@ -134,6 +134,7 @@ class ExpertCache:
                 self.pool.give(slot)
                 raise
             self._entries[key] = Entry(slot, refs=1)
+            self.policy.inserted(key)  # at issue, in request order: eviction order does not depend on I/O timing
             inflight[key] = i
 
     def _collect(self, inflight: dict[Key, int], done: queue.SimpleQueue) -> list[tuple[Key, int]]:
@@ -163,11 +164,11 @@ class ExpertCache:
         if job.error is not None:
             self.stats.read_errors += 1
             del self._entries[job.key]
+            self.policy.removed(job.key)
             self.pool.give(entry.slot)
             return False
         self.stats.bytes_read += job.nbytes
         entry.weights = self.layout.weights(*job.key, entry.slot.tensor)
-        self.policy.inserted(job.key)
         return True
 
     def _settle(self, inflight: dict[Key, int], done: queue.SimpleQueue) -> None:

@@ -4,6 +4,7 @@ read-only memory map, so opening a file larger than RAM costs nothing until byte
 
 from __future__ import annotations
 
+import mmap
 import os
 import struct
 from dataclasses import dataclass
@@ -69,6 +70,27 @@ class GGUFFile:
             raw = self._data[info.offset : info.offset + info.nbytes]
             view = self._views[name] = raw.reshape(*info.shape[:-1], info.row_bytes)
         return view
+
+    def read(self, name: str) -> np.ndarray:
+        """A copy of a tensor's bytes, shape (rows..., row_bytes), read with pread rather than through the memory
+        map, so no file pages stay mapped into (and counted in) this process's memory."""
+        info = self.tensors[name]
+        out = np.empty(info.nbytes, dtype=np.uint8)
+        got = 0
+        with open(self.path, "rb", buffering=0) as f:
+            while got < info.nbytes:  # one read returns at most ~2 GiB
+                n = os.preadv(f.fileno(), [memoryview(out)[got:]], info.offset + got)
+                if n == 0:
+                    break
+                got += n
+            os.posix_fadvise(f.fileno(), info.offset, info.nbytes, os.POSIX_FADV_DONTNEED)
+        if got != info.nbytes:
+            raise GGUFFormatError(f"{self.path}: tensor {info.name} is cut short (file truncated?)")
+        return out.reshape(*info.shape[:-1], info.row_bytes)
+
+    def release_pages(self) -> None:
+        """Drop mapped file pages from this process (they are re-read if a memory-mapped view is used again)."""
+        self._data._mmap.madvise(mmap.MADV_DONTNEED)
 
     def get(self, key: str, default: Any = None) -> Any:
         return self.metadata.get(key, default)
