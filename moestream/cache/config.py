@@ -32,7 +32,7 @@ def parse_bytes(text: str) -> int:
 class CacheConfig:
     ram_budget: int | None = None  # bytes for expert buffers; None: what this machine (or cgroup) has free
     reader: str = "auto"  # "thread", "uring" or "auto"
-    depth: int = 16  # reads in flight
+    depth: int = 32  # reads in flight
     chunk_bytes: int = 4 << 20
     direct: bool = True  # O_DIRECT (falls back to buffered with a warning where refused)
     policy: str = "lru"

@@ -13,6 +13,7 @@ from ..engine.loader import load_model
 from ..engine.report import StepMeter, run_summary
 from ..engine.sampling import Sampler, SamplingParams
 from ..errors import ConfigError
+from ..kernels.cpu import NativeClock
 from .options import add_cache_flags, add_model_flag, cache_config
 from .summary import print_run_summary, write_json
 
@@ -50,7 +51,7 @@ def measure(lm, n_prompt: int, n_decode: int, seed: int) -> dict:
     logits = forward_logits(lm.model, seq, prompt)
     prefill = time.perf_counter() - t0
     sampler = Sampler(SamplingParams(temperature=1.0, top_k=0, top_p=1.0, min_p=0.0, seed=seed))
-    meter = StepMeter(lm.cache)
+    meter, native0 = StepMeter(lm.cache), NativeClock.seconds
     for _ in range(n_decode):
         token = sampler(logits, seq.tokens)
         seq.tokens.append(token)
@@ -58,4 +59,6 @@ def measure(lm, n_prompt: int, n_decode: int, seed: int) -> dict:
         meter.lap()
     result = run_summary(lm, n_prompt, prefill, meter)
     result["seed"] = seed
+    # decode time outside the native kernels: torch attention/norms/router, Python, and waiting on reads
+    result["outside_native_us_per_token"] = 1e6 * (meter.steps.total - (NativeClock.seconds - native0)) / n_decode
     return result

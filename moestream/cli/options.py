@@ -53,7 +53,7 @@ def add_cache_flags(p: argparse.ArgumentParser) -> None:
                    help="RAM for cached experts, e.g. 8GiB (default: all experts if they fit, else what is free)")
     g.add_argument("--reader", choices=("auto", "thread", "uring"), default="auto",
                    help="read backend (default %(default)s)")
-    g.add_argument("--io-depth", type=int, default=16, metavar="N", help="reads in flight (default %(default)s)")
+    g.add_argument("--io-depth", type=int, default=32, metavar="N", help="reads in flight (default %(default)s)")
     g.add_argument("--io-chunk", default="4MiB", metavar="SIZE", help="bytes per read request (default %(default)s)")
     g.add_argument("--no-direct", action="store_true", help="buffered reads instead of O_DIRECT")
     g.add_argument("--mmap", action="store_true", help="no cache: read experts through the memory map")

@@ -102,8 +102,7 @@ def load_model(path: str | Path, progress: bool = True, threads: int | None = No
         if cache.mmap:
             source = info.experts
         else:
-            source = expert_cache = open_cache(path, info.experts, info.args.n_experts_used, info.resident_bytes,
-                                               cache, reader)
+            source = expert_cache = open_cache(path, info.experts, info.args.n_experts_used, cache, reader)
     compute = Compute(threads=threads) if threads is not None else Compute()
     if cpu.available():
         # Our kernels own the cores; torch's OpenMP threads would spin-wait beside them (measured: decode

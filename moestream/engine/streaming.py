@@ -4,8 +4,9 @@ memory map (`CacheConfig(mmap=True)`, for comparisons)."""
 from __future__ import annotations
 
 import sys
+import warnings
 
-from ..cache.config import HEADROOM, CacheConfig, available_memory
+from ..cache.config import HEADROOM, CacheConfig, available_memory, human_bytes
 from ..cache.expert_cache import ExpertCache
 from ..cache.policy import make_policy
 from ..store.experts import ExpertStore
@@ -22,19 +23,32 @@ def open_reader(path, config: CacheConfig) -> Reader:
     return ThreadReader(file, config.depth)
 
 
-def open_cache(path, store: ExpertStore, n_used: int, resident_bytes: int, config: CacheConfig,
+def open_cache(path, store: ExpertStore, n_used: int, config: CacheConfig,
                reader: Reader | None = None) -> ExpertCache:
-    budget = config.ram_budget or auto_budget(store, resident_bytes)
-    cache = ExpertCache(store, reader or open_reader(path, config), budget, n_used, make_policy(config.policy),
-                        config.chunk_bytes)
-    if config.pin:
-        cache.pin(list(config.pin), n_used)
+    budget = config.ram_budget or auto_budget(store)
+    room = available_memory()  # measured after the resident weights were loaded
+    if config.ram_budget and config.ram_budget > room:
+        warnings.warn(f"--ram-budget {human_bytes(config.ram_budget)} is more than the {human_bytes(max(room, 0))} "
+                      f"this machine (or memory cgroup) has free after the resident weights; expect swapping or "
+                      f"the OOM killer", RuntimeWarning, stacklevel=2)
+    reader = reader or open_reader(path, config)
+    try:
+        cache = ExpertCache(store, reader, budget, n_used, make_policy(config.policy), config.chunk_bytes)
+    except BaseException:
+        reader.close()  # no reader thread outlives a refused configuration
+        raise
+    try:
+        if config.pin:
+            cache.pin(list(config.pin), n_used)
+    except BaseException:
+        cache.close()
+        raise
     return cache
 
 
-def auto_budget(store: ExpertStore, resident_bytes: int) -> int:
-    """Everything if it fits, else what is free after the resident weights and some headroom."""
-    room = available_memory() - resident_bytes - HEADROOM
+def auto_budget(store: ExpertStore) -> int:
+    """Everything if it fits, else what is free (the resident weights are loaded already) less some headroom."""
+    room = available_memory() - HEADROOM
     total = store.total_nbytes() + store.n_layers * store.n_experts * 3 * 8192  # + alignment padding
     if room >= total:
         return total

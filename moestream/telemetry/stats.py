@@ -35,7 +35,12 @@ class Samples:
 
 
 def peak_rss_bytes() -> int:
-    """Peak resident set of this process (Linux reports KiB)."""
+    """Peak resident set of this process image: VmHWM. (getrusage's ru_maxrss is not used: Linux carries it over
+    exec from the forked parent, so a child of a large process reports the parent's size.)"""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
