@@ -3,7 +3,7 @@
 read bandwidth (fio) in the same run, and bytes read from the disk per decoded token for both engines.
 
     PYTHONPATH=. python bench/stream_vs_llama.py FILE.gguf --llama-bin DIR [--limit 12GiB] [--budget 10GiB]
-        [--prompt-tokens 16] [--decode 24] [--rounds 2] [--json out.json]
+        [--prompt-tokens 16] [--decode 24] [--rounds 3] [--json out.json]
 
 Needs root (a memory cgroup v1 or v2 child of this process's own, and dropping the page cache between runs).
 Each engine runs from a cold page cache. Disk bytes come from /proc/diskstats of the file's block device."""
@@ -160,7 +160,7 @@ def main() -> int:
     ap.add_argument("--budget", default="10GiB")
     ap.add_argument("--prompt-tokens", type=int, default=16)
     ap.add_argument("--decode", type=int, default=24)
-    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--json")
     args = ap.parse_args()
     from moestream.formats.gguf import GGUFFile
@@ -169,14 +169,16 @@ def main() -> int:
     cg, device = MemoryCgroup(parse_bytes(args.limit)), block_device(args.model)
     rows = []
     for rnd in range(args.rounds):
-        drop_page_cache()
-        raw = raw_bandwidth(args.model, 8)
         for engine in ("moestream", "llama.cpp"):
+            drop_page_cache()
+            raw_before = raw_bandwidth(args.model, 6)  # the disk's speed drifts: measure it on both sides of the run
             drop_page_cache()
             cg.reset_peak()
             oom0 = cg.oom_kills()
             r = run_ours(cg, args, device, rnd) if engine == "moestream" else run_llama(cg, args, device, vocab, rnd)
-            r.update(engine=engine, round=rnd, raw_bandwidth=raw, cgroup_peak=cg.peak(), oom_kills=cg.oom_kills() - oom0)
+            raws = [raw_before, raw_bandwidth(args.model, 6)]
+            r.update(engine=engine, round=rnd, raw_bandwidth=sum(raws) / 2, raw_before_after=raws,
+                     cgroup_peak=cg.peak(), oom_kills=cg.oom_kills() - oom0)
             rows.append(r)
             print(json.dumps({k: v for k, v in r.items() if k != "summary"}), flush=True)
     report(rows, args)
@@ -197,7 +199,11 @@ def report(rows: list[dict], args) -> None:
               f"{o['bytes_per_token'] / 1e9:>11.2f} {t['bytes_per_token'] / 1e9:>12.2f} {o['read_throughput'] / 1e9:>13.2f} "
               f"{o['raw_bandwidth'] / 1e9:>8.2f} {o['read_throughput'] / o['raw_bandwidth']:>6.0%}")
     ratios = [o["decode_tps"] / t["decode_tps"] for o, t in zip(ours, theirs)]
-    print(f"median decode ratio {statistics.median(ratios):.2f}x")
+    shares = [o["read_throughput"] / o["raw_bandwidth"] for o in ours]
+    peaks = ", ".join(f"{r['engine']} {r['cgroup_peak'] / 2**30:.2f} GiB" for r in rows)
+    print(f"median decode ratio {statistics.median(ratios):.2f}x; our read throughput {statistics.median(shares):.0%} of "
+          f"raw (median; raw = fio just before and after our run, averaged); cgroup peaks: {peaks}; "
+          f"OOM kills {sum(r['oom_kills'] for r in rows)}")
 
 
 if __name__ == "__main__":

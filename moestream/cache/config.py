@@ -7,17 +7,11 @@ import re
 from dataclasses import dataclass
 
 from ..errors import ConfigError
+from ..telemetry.units import human_bytes  # noqa: F401 - re-exported for cache users
 
 UNITS = {"": 1, "b": 1, "k": 1 << 10, "kb": 1000, "kib": 1 << 10, "m": 1 << 20, "mb": 10**6, "mib": 1 << 20,
          "g": 1 << 30, "gb": 10**9, "gib": 1 << 30, "t": 1 << 40, "tb": 10**12, "tib": 1 << 40}
 HEADROOM = 1 << 30  # left free for activations, KV cache, Python and the OS when the budget is automatic
-
-
-def human_bytes(n: float) -> str:
-    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
-        if n >= size:
-            return f"{n / size:.2f} {unit}"
-    return f"{int(n)} B"
 
 
 def parse_bytes(text: str) -> int:

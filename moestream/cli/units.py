@@ -1,11 +1,6 @@
 """Human units at the edges: bytes -> GiB/MiB, counts -> B/M/K."""
 
-
-def fmt_bytes(n: int) -> str:
-    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
-        if n >= size:
-            return f"{n / size:.2f} {unit}"
-    return f"{n} B"
+from ..telemetry.units import human_bytes as fmt_bytes  # noqa: F401 - one formatter for sizes
 
 
 def fmt_count(n: int) -> str:
