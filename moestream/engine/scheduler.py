@@ -1,0 +1,238 @@
+"""Continuous batching: one engine thread owns the model; requests join and leave the running batch between steps.
+
+Each step is one forward pass over every running sequence: a slice of prompt for sequences still in prefill (at
+most `prefill_tokens` in all, oldest first) and one token for each decoding sequence. The MoE layers group the
+whole step's tokens by expert, so an expert routed by several sequences is fetched and applied once per step.
+
+Requests are submitted and cancelled from any thread; results go back through each request's `on_event`, called
+on the engine thread (it must not block: the server hands events to its event loop)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+
+from ..errors import MoestreamError
+from ..layers.attention import Segment
+from ..models.decoder import DecoderModel
+from .generate import PREFILL_CHUNK, Sequence, new_sequence
+from .sampling import Sampler, SamplingParams
+
+
+class QueueFull(MoestreamError):
+    """More requests are waiting than the scheduler accepts."""
+
+
+@dataclass
+class TokenOut:
+    """One generated token, or the end of a request (finish_reason set; token None when nothing was generated)."""
+
+    token: int | None
+    logprob: float | None = None
+    top: list[tuple[int, float]] | None = None  # the most likely tokens at this step, (id, logprob)
+    finish_reason: str | None = None  # "stop" | "length" | "cancelled" | "error"
+    error: str | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+@dataclass
+class EngineRequest:
+    prompt: list[int]
+    params: SamplingParams
+    max_new_tokens: int
+    on_event: Callable[[TokenOut], None]
+    stop_ids: frozenset[int] = frozenset()
+    top_logprobs: int | None = None  # None: no logprobs; 0: the chosen token's only
+    cancelled: bool = False  # set from any thread, seen at the next step
+
+
+@dataclass
+class _Slot:
+    req: EngineRequest
+    seq: Sequence
+    sampler: Sampler
+    fed: int = 0  # tokens of seq.tokens already in the KV cache
+    generated: int = 0
+
+
+@dataclass
+class StepInfo:
+    seconds: float
+    sequences: int
+    tokens: int
+
+
+@dataclass
+class SchedulerStats:
+    steps: int = 0
+    running: int = 0
+    waiting: int = 0
+    step_log: list[StepInfo] = field(default_factory=list)  # cleared by whoever reads it (metrics)
+
+
+class Scheduler:
+    def __init__(self, model: DecoderModel, context_length: int, max_batch: int = 8, max_waiting: int = 64,
+                 prefill_tokens: int = PREFILL_CHUNK, on_step: Callable[[StepInfo], None] | None = None):
+        self.model, self.context_length = model, context_length
+        self.max_batch, self.max_waiting, self.prefill_tokens = max_batch, max_waiting, prefill_tokens
+        self.on_step = on_step
+        self._waiting: deque[EngineRequest] = deque()
+        self._running: list[_Slot] = []
+        self._wake = threading.Condition()
+
+    # ---- any thread ------------------------------------------------------------------------------------------
+
+    def submit(self, req: EngineRequest) -> None:
+        with self._wake:
+            if len(self._waiting) >= self.max_waiting:
+                raise QueueFull(f"{len(self._waiting)} requests already waiting")
+            self._waiting.append(req)
+            self._wake.notify()
+
+    def cancel(self, req: EngineRequest) -> None:
+        req.cancelled = True
+        with self._wake:
+            self._wake.notify()
+
+    @property
+    def load(self) -> tuple[int, int]:
+        """(running, waiting)."""
+        return len(self._running), len(self._waiting)
+
+    def run(self, stop: threading.Event) -> None:
+        """The engine thread's loop: step while there is work, sleep otherwise; on stop, cancel what is left."""
+        with torch.inference_mode():
+            while not stop.is_set():
+                with self._wake:
+                    if not self._running and not self._waiting:
+                        self._wake.wait(timeout=0.1)
+                        continue
+                self.step()
+        self._finish_all("cancelled", None)
+
+    def wake(self) -> None:
+        with self._wake:
+            self._wake.notify_all()
+
+    # ---- engine thread ---------------------------------------------------------------------------------------
+
+    def step(self) -> None:
+        self._drop_cancelled()  # first, so that a freed slot is taken in this same step
+        self._admit()
+        if not self._running:
+            return
+        t0 = time.perf_counter()
+        work = self._plan()
+        try:
+            logits = self._forward(work)
+        except Exception as exc:  # a failed read or kernel: fail this batch, keep serving
+            error = str(exc) if isinstance(exc, MoestreamError) else f"{type(exc).__name__}: {exc}"
+            self._finish_running("error", error)
+            return
+        for (slot, n), row in zip(work, logits):
+            slot.fed += n
+            if row is not None:
+                self._sample(slot, row)
+        self._running = [s for s in self._running if s.req is not None]
+        if self.on_step:
+            self.on_step(StepInfo(time.perf_counter() - t0, len(work), sum(n for _, n in work)))
+
+    def _admit(self) -> None:
+        with self._wake:
+            while self._waiting and len(self._running) < self.max_batch:
+                req = self._waiting.popleft()
+                if req.cancelled:
+                    req.on_event(TokenOut(None, finish_reason="cancelled"))
+                    continue
+                seq = new_sequence(self.model, req.prompt, self.context_length)
+                self._running.append(_Slot(req, seq, Sampler(req.params)))
+
+    def _drop_cancelled(self) -> None:
+        for slot in self._running:
+            if slot.req.cancelled:
+                self._end(slot, "cancelled")
+        self._running = [s for s in self._running if s.req is not None]
+
+    def _plan(self) -> list[tuple[_Slot, int]]:
+        """(slot, tokens to feed this step): the whole unfed tail for decoding slots (1 token), prompt slices
+        within the step's prefill budget for the others (a slot that gets none this step sits it out)."""
+        budget, work = self.prefill_tokens, []
+        for slot in self._running:
+            unfed = len(slot.seq.tokens) - slot.fed
+            n = unfed if slot.generated else min(unfed, budget)
+            if not slot.generated:
+                budget -= n
+            if n > 0:
+                work.append((slot, n))
+        return work
+
+    def _forward(self, work: list[tuple[_Slot, int]]) -> list[torch.Tensor | None]:
+        """One forward pass over every slot's new tokens; logits [V] for slots whose input is complete."""
+        tokens, segments, start = [], [], 0
+        for slot, n in work:
+            new = slot.seq.tokens[slot.fed: slot.fed + n]
+            tokens += new
+            segments.append(Segment(start, n, torch.arange(slot.fed, slot.fed + n), slot.seq.kv))
+            start += n
+        hidden = self.model.forward(torch.tensor(tokens), segments)
+        ready = [i for i, (slot, n) in enumerate(work) if slot.fed + n == len(slot.seq.tokens)]
+        rows = self.model.logits(hidden[[segments[i].start + segments[i].length - 1 for i in ready]]) if ready else []
+        out: list[torch.Tensor | None] = [None] * len(work)
+        for i, row in zip(ready, rows):
+            out[i] = row
+        return out
+
+    def _sample(self, slot: _Slot, logits: torch.Tensor) -> None:
+        req = slot.req
+        token = slot.sampler(logits, slot.seq.tokens)
+        slot.seq.tokens.append(token)
+        slot.generated += 1
+        logprob, top = _logprobs(logits, token, req.top_logprobs)
+        reason = self._finish_reason(slot, token)
+        req.on_event(TokenOut(token, logprob, top, reason, None, len(req.prompt), slot.generated))
+        if reason:
+            slot.req = None  # type: ignore[assignment]  # done: removed after this step
+
+    def _finish_reason(self, slot: _Slot, token: int) -> str | None:
+        if token in slot.req.stop_ids:
+            return "stop"
+        if slot.generated >= slot.req.max_new_tokens or len(slot.seq.tokens) >= self.context_length:
+            return "length"
+        return None
+
+    def _end(self, slot: _Slot, reason: str, error: str | None = None) -> None:
+        req = slot.req
+        req.on_event(TokenOut(None, finish_reason=reason, error=error, prompt_tokens=len(req.prompt),
+                              completion_tokens=slot.generated))
+        slot.req = None  # type: ignore[assignment]
+
+    def _finish_running(self, reason: str, error: str | None) -> None:
+        for slot in self._running:
+            if slot.req is not None:
+                self._end(slot, reason, error)
+        self._running = []
+
+    def _finish_all(self, reason: str, error: str | None) -> None:
+        self._finish_running(reason, error)
+        with self._wake:
+            waiting, self._waiting = list(self._waiting), deque()
+        for req in waiting:
+            req.on_event(TokenOut(None, finish_reason=reason, error=error))
+
+
+def _logprobs(logits: torch.Tensor, token: int, top_n: int | None) -> tuple[float | None, list | None]:
+    """The model's log-probabilities (before penalties and temperature), as OpenAI reports them."""
+    if top_n is None:
+        return None, None
+    logp = torch.log_softmax(logits.float(), dim=-1)
+    top = []
+    if top_n:
+        values, ids = torch.topk(logp, min(top_n, logp.shape[-1]))
+        top = list(zip(ids.tolist(), values.tolist()))
+    return float(logp[token]), top
