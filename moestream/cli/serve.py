@@ -1,0 +1,68 @@
+"""`moestream serve`: an OpenAI-compatible HTTP server (see moestream/server). Binds to loopback unless told."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+from pathlib import Path
+
+from ..engine.loader import load_model
+from ..errors import ConfigError
+from ..server.app import MAX_BODY_BYTES, create_app
+from ..server.metrics import Metrics
+from ..server.worker import EngineWorker
+from .options import add_cache_flags, add_model_flag, cache_config, context_length, model_path
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("serve", help="OpenAI-compatible HTTP server (chat, completions, models, metrics)")
+    add_model_flag(p)
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default %(default)s: this machine only)")
+    p.add_argument("--port", type=int, default=8000, help="port (default %(default)s; 0 = any free port)")
+    p.add_argument("--api-key", default=os.environ.get("MOESTREAM_API_KEY"),
+                   help="require 'Authorization: Bearer KEY' on /v1 (default: $MOESTREAM_API_KEY, else none)")
+    p.add_argument("--max-batch", type=int, default=8, metavar="N", help="sequences per step (default %(default)s)")
+    p.add_argument("--max-queue", type=int, default=64, metavar="N",
+                   help="requests waiting for a slot before 429 (default %(default)s)")
+    p.add_argument("--shutdown-grace", type=float, default=10.0, metavar="S",
+                   help="on SIGTERM, seconds to let running requests finish (default %(default)s)")
+    add_cache_flags(p)
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    _check(args)
+    path = model_path(args)
+    metrics = Metrics()
+    worker = EngineWorker(lambda: _load(path, args), Path(path).stem, args.max_batch, args.max_queue, metrics)
+    app = create_app(worker, metrics, args.api_key, MAX_BODY_BYTES)
+    print(f"moestream: serving {Path(path).name} on http://{args.host}:{args.port}/v1 (loading; GET /health says "
+          "when ready)", file=sys.stderr)
+    config = uvicorn.Config(app, host=args.host, port=args.port, log_level="warning",
+                            timeout_graceful_shutdown=args.shutdown_grace)
+    # uvicorn re-raises the SIGTERM it handled once it has shut down; with this handler installed beforehand that
+    # re-raise is a no-op, so a graceful stop exits 0 instead of dying by the signal
+    signal.signal(signal.SIGTERM, lambda *_: None)
+    uvicorn.Server(config).run()
+    return 0
+
+
+def _load(path: str, args: argparse.Namespace):
+    lm = load_model(path, progress=False, threads=args.threads, cache=cache_config(args))
+    ctx = min(context_length(args, lm.args.context_length), lm.args.context_length)
+    print(f"moestream: ready: {lm.path.name}, context {ctx}, batch up to {args.max_batch}", file=sys.stderr, flush=True)
+    return lm, ctx
+
+
+def _check(args: argparse.Namespace) -> None:
+    if args.max_batch < 1 or args.max_queue < 0:
+        raise ConfigError("--max-batch must be >= 1 and --max-queue >= 0")
+    if not 0 <= args.port <= 65535:
+        raise ConfigError(f"--port must be in 0..65535, got {args.port}")
+    if args.host not in ("127.0.0.1", "localhost", "::1") and not args.api_key:
+        print(f"moestream: warning: serving on {args.host} without --api-key: anyone who can reach it can use it",
+              file=sys.stderr)

@@ -1,0 +1,90 @@
+"""Prometheus metrics for `GET /metrics`: requests, tokens, throughput, expert cache, read and step latency,
+queue depth. Cache counters are read from the cache's own statistics at scrape time, so they never drift."""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily
+
+from ..engine.scheduler import StepInfo
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+THROUGHPUT_WINDOW_S = 10.0
+
+
+class Metrics:
+    def __init__(self):
+        self.registry = r = CollectorRegistry()
+        self.requests = Counter("moestream_requests", "HTTP requests answered", ["endpoint", "status"], registry=r)
+        self.prompt_tokens = Counter("moestream_prompt_tokens", "prompt tokens processed", registry=r)
+        self.generated_tokens = Counter("moestream_generated_tokens", "tokens generated", registry=r)
+        self.step_latency = Histogram("moestream_step_latency_seconds", "one batched forward step", registry=r,
+                                      buckets=LATENCY_BUCKETS)
+        self.read_latency = Histogram("moestream_expert_read_latency_seconds", "one expert read, submit to done",
+                                      registry=r, buckets=LATENCY_BUCKETS)
+        self.batch_size = Gauge("moestream_batch_size", "sequences in the last step", registry=r)
+        self.running = Gauge("moestream_running_sequences", "sequences in the running batch", registry=r)
+        self.queue_depth = Gauge("moestream_queue_depth", "requests waiting for a batch slot", registry=r)
+        self.tokens_per_second = Gauge("moestream_tokens_per_second",
+                                       f"generated tokens per second over the last {THROUGHPUT_WINDOW_S:.0f} s",
+                                       registry=r)
+        self._recent: deque[tuple[float, int]] = deque()  # (time, tokens generated then)
+        self._cache = None
+        r.register(_CacheCollector(self))
+
+    def attach(self, cache, load) -> None:
+        """cache: the ExpertCache (or None); load: () -> (running, waiting)."""
+        self._cache = cache
+        self.running.set_function(lambda: load()[0])
+        self.queue_depth.set_function(lambda: load()[1])
+
+    def on_step(self, info: StepInfo) -> None:  # engine thread
+        self.step_latency.observe(info.seconds)
+        self.batch_size.set(info.sequences)
+        self._drain_read_latency()
+
+    def on_token(self) -> None:
+        self.generated_tokens.inc()
+        self._recent.append((time.monotonic(), 1))
+
+    def exposition(self) -> bytes:
+        self._update_throughput()
+        return generate_latest(self.registry)
+
+    def _update_throughput(self) -> None:
+        now = time.monotonic()
+        while self._recent and self._recent[0][0] < now - THROUGHPUT_WINDOW_S:
+            self._recent.popleft()
+        self.tokens_per_second.set(sum(n for _, n in self._recent) / THROUGHPUT_WINDOW_S)
+
+    def _drain_read_latency(self) -> None:
+        """Move new read latencies into the histogram and drop them from the cache's list, which a server
+        would otherwise grow forever."""
+        if self._cache is None:
+            return
+        values = self._cache.stats.read_latency.values
+        n = len(values)
+        for v in values[:n]:
+            self.read_latency.observe(v)
+        del values[:n]  # appends from the reader thread after `n` stay for the next step
+
+
+class _CacheCollector:
+    """Expert-cache counters straight from CacheStats."""
+
+    FIELDS = (("lookups", "expert lookups"), ("hits", "expert cache hits"), ("misses", "expert cache misses"),
+              ("evictions", "experts evicted"), ("bytes_read", "bytes read from the model file"),
+              ("read_errors", "failed expert reads"))
+
+    def __init__(self, metrics: Metrics):
+        self.metrics = metrics
+
+    def collect(self):
+        cache = self.metrics._cache
+        for name, doc in self.FIELDS:
+            family = CounterMetricFamily(f"moestream_cache_{name}", doc)
+            family.add_metric([], getattr(cache.stats, name) if cache is not None else 0)
+            yield family

@@ -1,0 +1,322 @@
+"""OpenAI-compatible request bodies: parsing, validation, and errors shaped like OpenAI's.
+
+No HTTP here: the app decodes the JSON and hands the value to `parse_chat` / `parse_completion`, and answers any
+`APIError` with `status` and `body()`. Status rules: the body is not an object -> 400; a required field is missing or
+a known field has the wrong JSON type -> 422; the right type with a bad value, or a feature this server lacks -> 400.
+In a field's error `param` is the top-level field, and the message names the exact place (e.g. 'messages[1].role').
+Unknown fields are ignored, as clients send many optional ones; null counts as absent, as in OpenAI's API."""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from ..engine.sampling import SamplingParams
+from ..errors import ConfigError
+
+
+class APIError(Exception):
+    """An error answered to an HTTP client; `body()` is OpenAI's shape, so its clients raise their usual exceptions."""
+
+    def __init__(self, status: int, message: str, type: str = "invalid_request_error", param: str | None = None,
+                 code: str | None = None):
+        super().__init__(message)
+        self.status, self.message, self.type, self.param, self.code = status, message, type, param, code
+
+    def body(self) -> dict:
+        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+
+
+def unauthorized() -> APIError:
+    return APIError(401, "Incorrect or missing API key. Send the server's key as 'Authorization: Bearer <key>'.",
+                    type="authentication_error", code="invalid_api_key")
+
+
+def model_not_found(name: str) -> APIError:
+    return APIError(404, f"The model '{name}' does not exist on this server; GET /v1/models lists the served ones.",
+                    param="model", code="model_not_found")
+
+
+def too_large(limit: int) -> APIError:
+    return APIError(413, f"The request body is larger than this server's limit of {limit} bytes.")
+
+
+def overloaded() -> APIError:
+    return APIError(429, "The server is at capacity; retry later.", type="rate_limit_error")
+
+
+def unavailable(reason: str) -> APIError:
+    return APIError(503, f"The server is unavailable: {reason}.", type="server_error")
+
+
+def malformed_json(detail: str) -> APIError:
+    return APIError(400, f"We could not parse the JSON body of your request ({detail}).")
+
+
+@dataclass(frozen=True)
+class GenerationOptions:
+    max_tokens: int | None  # None = until the context ends
+    stop: tuple[str, ...]  # 0..4 non-empty strings
+    sampling: SamplingParams
+    logprobs: bool
+    top_logprobs: int  # alternatives per token besides the chosen one (0..20)
+    stream: bool
+    include_usage: bool  # streaming only: a last chunk carrying token counts
+    user: str | None
+
+
+@dataclass(frozen=True)
+class ChatRequest:
+    model: str
+    messages: tuple[dict, ...]  # each {"role": "system" | "user" | "assistant", "content": str}
+    options: GenerationOptions
+
+
+@dataclass(frozen=True)
+class CompletionRequest:
+    model: str
+    prompt: str | tuple[int, ...]  # text, or token ids
+    echo: bool  # the returned text starts with the prompt
+    options: GenerationOptions
+
+
+def parse_chat(body: object) -> ChatRequest:
+    body = _object(body)
+    model, messages = _required(body, "model", _as_str), _messages(body)
+    _refuse_unsupported(body)
+    max_tokens = _max_tokens(body, ("max_completion_tokens", "max_tokens"))
+    return ChatRequest(model, messages, _options(body, max_tokens, _chat_logprobs(body)))
+
+
+def parse_completion(body: object) -> CompletionRequest:
+    body = _object(body)
+    model, prompt = _required(body, "model", _as_str), _prompt(_required(body, "prompt"))
+    _refuse_unsupported(body)
+    _check(_read(body, "best_of", _as_int, 1) == 1, "best_of", "Only best_of=1 is supported.", "unsupported_value")
+    options = _options(body, _max_tokens(body, ("max_tokens",)), _completion_logprobs(body))
+    return CompletionRequest(model, prompt, _read(body, "echo", _as_bool, False), options)
+
+
+# --- errors ----------------------------------------------------------------------------------------------------------
+
+def _field(label: str) -> str:
+    # 'messages[1].content' -> 'messages': param stays the top-level field, the message keeps the exact place
+    return re.match(r"[^.\[]*", label).group()
+
+
+def _type_error(label: str, expected: str, value: object) -> APIError:
+    message = f"Invalid type for '{label}': expected {expected}, but got {_json_type(value)} instead."
+    return APIError(422, message, param=_field(label), code="invalid_type")
+
+
+def _json_type(value: object) -> str:
+    names = {type(None): "null", bool: "a boolean", int: "an integer", float: "a number", str: "a string",
+             list: "an array", dict: "an object"}
+    return names.get(type(value), type(value).__name__)
+
+
+def _check(ok: object, label: str, message: str, code: str | None = None) -> None:
+    if not ok:
+        raise APIError(400, message, param=_field(label), code=code)
+
+
+def _object(body: object) -> dict:
+    if not isinstance(body, dict):
+        raise APIError(400, f"The request body must be a JSON object, but got {_json_type(body)}.")
+    return body
+
+
+# --- typed field reads -----------------------------------------------------------------------------------------------
+
+def _required(obj: dict, name: str, check: Callable | None = None, within: str = "") -> Any:
+    label = f"{within}.{name}" if within else name
+    if obj.get(name) is None:
+        raise APIError(422, f"Missing required parameter: '{label}'.", param=_field(label),
+                       code="missing_required_parameter")
+    return check(obj[name], label) if check else obj[name]
+
+
+def _read(obj: dict, name: str, check: Callable, default: Any = None, within: str = "") -> Any:
+    value = obj.get(name)
+    return default if value is None else check(value, f"{within}.{name}" if within else name)
+
+
+def _as_int(value: object, label: str) -> int:
+    # JSON has one number type and some clients write 16.0: an integral float is taken as the int it names
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _type_error(label, "an integer", value)
+    return value
+
+
+def _as_number(value: object, label: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise _type_error(label, "a number", value)
+    # Python's json module decodes NaN and Infinity, which would slip past every range check
+    _check(isinstance(value, int) or math.isfinite(value), label, f"Invalid '{label}': expected a finite number.")
+    return value
+
+
+def _of_type(kind: type, expected: str) -> Callable:
+    def check(value: object, label: str) -> Any:
+        if not isinstance(value, kind):
+            raise _type_error(label, expected, value)
+        return value
+    return check
+
+
+_as_bool, _as_str, _as_object = _of_type(bool, "a boolean"), _of_type(str, "a string"), _of_type(dict, "an object")
+
+
+def _bounded(body: dict, name: str, check: Callable, default: Any, within: Callable, rule: str) -> Any:
+    value = _read(body, name, check, default)
+    _check(value is None or within(value), name, f"Invalid '{name}': expected {rule}, but got {value} instead.")
+    return value
+
+
+# --- fields shared by both endpoints ---------------------------------------------------------------------------------
+
+def _refuse_unsupported(body: dict) -> None:
+    # these change what the answer means, so ignoring them would silently answer a different request
+    _check(_read(body, "n", _as_int, 1) == 1, "n", "Only n=1 is supported (one choice per request).",
+           "unsupported_value")
+    for name in ("tools", "functions", "response_format"):
+        _check(_asks_nothing(name, body.get(name)), name, f"'{name}' is not supported by this server.",
+               "unsupported_parameter")
+
+
+def _asks_nothing(name: str, value: object) -> bool:
+    # clients that fill request templates send an empty tool list or the plain-text format: both ask for what we do
+    return value is None or value == [] or (name == "response_format" and value == {"type": "text"})
+
+
+def _options(body: dict, max_tokens: int | None, logprobs: tuple[bool, int]) -> GenerationOptions:
+    stream = _read(body, "stream", _as_bool, False)
+    return GenerationOptions(max_tokens=max_tokens, stop=_stop(body), sampling=_sampling(body), logprobs=logprobs[0],
+                             top_logprobs=logprobs[1], stream=stream, include_usage=_include_usage(body, stream),
+                             user=_read(body, "user", _as_str))
+
+
+def _max_tokens(body: dict, names: tuple[str, ...]) -> int | None:
+    # chat's max_completion_tokens replaced max_tokens; both are checked, the first one given wins
+    given = [_bounded(body, name, _as_int, None, lambda n: n >= 1, "a value >= 1") for name in names]
+    return next((value for value in given if value is not None), None)
+
+
+def _stop(body: dict) -> tuple[str, ...]:
+    value = body.get("stop")
+    stops = [] if value is None else [value] if isinstance(value, str) else value
+    if not isinstance(stops, list):
+        raise _type_error("stop", "a string or an array of strings", value)
+    stops = tuple(_as_str(stop, f"stop[{i}]") for i, stop in enumerate(stops))
+    _check(len(stops) <= 4, "stop", f"Invalid 'stop': expected at most 4 sequences, but got {len(stops)}.")
+    _check(all(stops), "stop", "Invalid 'stop': stop sequences must not be empty.")
+    return stops
+
+
+def _sampling(body: dict) -> SamplingParams:
+    # top_k, min_p and the repeat penalty are off: OpenAI has no such samplers, so a request means what it would there
+    try:
+        return SamplingParams(
+            temperature=_number(body, "temperature", 1.0, lambda t: 0 <= t <= 2, "a value in [0, 2]"),
+            top_p=_number(body, "top_p", 1.0, lambda p: 0 < p <= 1, "a value in (0, 1]"),
+            presence_penalty=_number(body, "presence_penalty", 0.0, lambda p: -2 <= p <= 2, "a value in [-2, 2]"),
+            frequency_penalty=_number(body, "frequency_penalty", 0.0, lambda p: -2 <= p <= 2, "a value in [-2, 2]"),
+            seed=_seed(body), top_k=0, min_p=0.0, repeat_penalty=1.0)
+    except ConfigError as error:
+        raise APIError(400, str(error)) from error
+
+
+def _number(body: dict, name: str, default: float, within: Callable, rule: str) -> float:
+    return float(_bounded(body, name, _as_number, default, within, rule))
+
+
+def _seed(body: dict) -> int | None:
+    # torch.Generator.manual_seed takes any 64-bit value, signed or not
+    return _bounded(body, "seed", _as_int, None, lambda s: -2**63 <= s < 2**64, "a 64-bit integer")
+
+
+def _include_usage(body: dict, stream: bool) -> bool:
+    options = _read(body, "stream_options", _as_object)
+    if options is None:
+        return False
+    _check(stream, "stream_options", "The 'stream_options' parameter is only allowed when 'stream' is true.")
+    return _read(options, "include_usage", _as_bool, False, within="stream_options")
+
+
+# --- chat ------------------------------------------------------------------------------------------------------------
+
+_ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
+
+
+def _messages(body: dict) -> tuple[dict, ...]:
+    messages = _required(body, "messages", _of_type(list, "an array of messages"))
+    _check(messages, "messages", "Invalid 'messages': expected at least one message, but got an empty array.")
+    return tuple(_message(message, f"messages[{i}]") for i, message in enumerate(messages))
+
+
+def _message(message: object, label: str) -> dict:
+    _as_object(message, label)
+    role = _required(message, "role", _as_str, within=label)
+    _check(role in _ROLES, label, f"Invalid '{label}.role': {role!r} is not supported; expected one of "
+           "'system', 'developer', 'user', 'assistant'.", "unsupported_value")
+    return {"role": _ROLES[role], "content": _content(message, label, role)}
+
+
+def _content(message: dict, label: str, role: str) -> str:
+    # an assistant turn that only carried tool calls has no content; tools are refused, so it reads as empty
+    if message.get("content") is None and role == "assistant":
+        return ""
+    content = _required(message, "content", within=label)
+    if isinstance(content, str):
+        return content
+    if not isinstance(content, list):
+        raise _type_error(f"{label}.content", "a string or an array of content parts", content)
+    # separate parts are separate pieces of text: a newline keeps their words apart, as vLLM does
+    return "\n".join(_text_part(part, f"{label}.content[{i}]") for i, part in enumerate(content))
+
+
+def _text_part(part: object, label: str) -> str:
+    _as_object(part, label)
+    kind = _required(part, "type", _as_str, within=label)
+    _check(kind == "text", label, f"Invalid '{label}.type': only 'text' content parts are supported, "
+           f"got {kind!r}.", "unsupported_value")
+    return _required(part, "text", _as_str, within=label)
+
+
+def _chat_logprobs(body: dict) -> tuple[bool, int]:
+    wanted = _read(body, "logprobs", _as_bool, False)
+    top = _bounded(body, "top_logprobs", _as_int, None, lambda k: 0 <= k <= 20, "a value in [0, 20]")
+    _check(top is None or wanted, "top_logprobs", "'top_logprobs' requires 'logprobs' to be true.")
+    return wanted, top or 0
+
+
+# --- completions -----------------------------------------------------------------------------------------------------
+
+def _completion_logprobs(body: dict) -> tuple[bool, int]:
+    # the legacy API's logprobs is the number of alternatives per token: null = off, 0 = only the chosen token's
+    top = _bounded(body, "logprobs", _as_int, None, lambda k: 0 <= k <= 5, "a value in [0, 5]")
+    return top is not None, top or 0
+
+
+def _prompt(value: object) -> str | tuple[int, ...]:
+    # the API takes a batch (a list of strings or of id lists); this server runs one prompt per request
+    if isinstance(value, list) and value and all(isinstance(item, (str, list)) for item in value):
+        _check(len(value) == 1, "prompt", "Only one prompt per request is supported.", "unsupported_value")
+        value = value[0]
+    if isinstance(value, str):
+        _check(value, "prompt", "Invalid 'prompt': expected a non-empty string.")
+        return value
+    if not isinstance(value, list):
+        raise _type_error("prompt", "a string or an array of token ids", value)
+    _check(value, "prompt", "Invalid 'prompt': expected at least one token id, but got an empty array.")
+    return tuple(_token_id(token, f"prompt[{i}]") for i, token in enumerate(value))
+
+
+def _token_id(value: object, label: str) -> int:
+    token = _as_int(value, label)
+    _check(token >= 0, label, f"Invalid '{label}': token ids are >= 0, but got {token}.")
+    return token

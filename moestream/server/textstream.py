@@ -1,0 +1,49 @@
+"""Generated token ids -> the text a client sees: complete UTF-8 characters only, cut at the first stop string,
+and text that might be the start of a stop string held back until the next tokens decide it."""
+
+from __future__ import annotations
+
+from ..tokenizer import Tokenizer
+from ..tokenizer.stream import StreamDecoder
+
+
+class TextStream:
+    def __init__(self, tokenizer: Tokenizer, stops: tuple[str, ...] = ()):
+        self.decoder = StreamDecoder(tokenizer)
+        self.stops = stops
+        self.pending = ""  # decoded, not yet emitted (a possible stop-string prefix)
+        self.stopped = False
+
+    def push(self, token: int) -> str:
+        """Text to emit after this token ('' while undecided); sets `stopped` when a stop string appeared."""
+        self.pending += self.decoder.push(token)
+        cut = self._first_stop()
+        if cut is not None:
+            text, self.pending, self.stopped = self.pending[:cut], "", True
+            return text
+        keep = self._held_back()
+        text, self.pending = self.pending[: len(self.pending) - keep], self.pending[len(self.pending) - keep:]
+        return text
+
+    def flush(self) -> str:
+        """Whatever is left once generation ended without a stop string."""
+        if self.stopped:
+            return ""
+        text, self.pending = self.pending + self.decoder.flush(), ""
+        cut = self._first_stop(text)
+        return text if cut is None else text[:cut]
+
+    def _first_stop(self, text: str | None = None) -> int | None:
+        text = self.pending if text is None else text
+        hits = [i for i in (text.find(s) for s in self.stops) if i >= 0]
+        return min(hits) if hits else None
+
+    def _held_back(self) -> int:
+        """Length of the longest tail of `pending` that is a proper prefix of some stop string."""
+        best = 0
+        for stop in self.stops:
+            for n in range(min(len(stop) - 1, len(self.pending)), best, -1):
+                if self.pending.endswith(stop[:n]):
+                    best = n
+                    break
+        return best
