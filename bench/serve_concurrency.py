@@ -6,7 +6,10 @@ and waits for all. Decode tokens/s = tokens after each stream's first / (last fi
 Bytes per token come from the server's own /metrics (moestream_cache_bytes_read / generated tokens).
 
     PYTHONPATH=. python bench/serve_concurrency.py FILE.gguf --ram-budget 1.5GiB [--levels 1 4 16] [--tokens 32]
-        [--json out.json]
+        [--policies lru layer] [--rounds 2] [--json out.json]
+
+One server per cache policy, all started up front; rounds interleave policies and levels so that each sees
+the same drift of this VM's disk.
 """
 
 from __future__ import annotations
@@ -74,6 +77,7 @@ def main() -> int:
     ap.add_argument("--tokens", type=int, default=32)
     ap.add_argument("--prompt-tokens", type=int, default=16)
     ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--policies", nargs="+", default=["lru"], choices=["lru", "layer"])
     ap.add_argument("--json")
     args = ap.parse_args()
     from openai import OpenAI
@@ -81,26 +85,30 @@ def main() -> int:
     from moestream.formats.gguf import GGUFFile
 
     vocab = len(GGUFFile(args.model).get("tokenizer.ggml.tokens"))
-    server = start_server("-m", args.model, "--ram-budget", args.ram_budget, "--max-batch", str(max(args.levels)),
-                          timeout=600)
+    servers = {p: start_server("-m", args.model, "--ram-budget", args.ram_budget, "--cache-policy", p,
+                               "--max-batch", str(max(args.levels)), timeout=600) for p in args.policies}
     rows = []
     try:
-        client = OpenAI(base_url=server.base_url, api_key="none", max_retries=0, timeout=3600)
-        model = client.models.list().data[0].id
+        clients = {p: OpenAI(base_url=s.base_url, api_key="none", max_retries=0, timeout=3600)
+                   for p, s in servers.items()}
+        model = next(iter(clients.values())).models.list().data[0].id
         rng = random.Random(0)
         for rnd in range(args.rounds):
-            for n in args.levels:  # interleaved: every level sees the same drift
-                rows.append({"round": rnd, **level(client, server.url, model, n, args.tokens, args.prompt_tokens,
-                                                   vocab, rng)})
-                print(json.dumps(rows[-1]), flush=True)
+            for n in args.levels:  # interleaved: every level and policy sees the same drift
+                for p, client in clients.items():
+                    r = level(client, servers[p].url, model, n, args.tokens, args.prompt_tokens, vocab, rng)
+                    rows.append({"round": rnd, "policy": p, **r})
+                    print(json.dumps(rows[-1]), flush=True)
     finally:
-        server.stop()
-    print(f"\n{'streams':>7} {'decode tok/s':>12} {'MB read/token':>13} {'hit rate':>8}")
-    for n in args.levels:
-        mine = [r for r in rows if r["streams"] == n]
-        print(f"{n:>7} {statistics.median(r['decode_tps'] for r in mine):>12.2f} "
-              f"{statistics.median(r['bytes_per_token'] for r in mine) / 1e6:>13.1f} "
-              f"{statistics.median(r['hit_rate'] for r in mine):>8.1%}")
+        for s in servers.values():
+            s.stop()
+    print(f"\n{'policy':>6} {'streams':>7} {'decode tok/s':>12} {'MB read/token':>13} {'hit rate':>8}")
+    for p in args.policies:
+        for n in args.levels:
+            mine = [r for r in rows if r["streams"] == n and r["policy"] == p]
+            print(f"{p:>6} {n:>7} {statistics.median(r['decode_tps'] for r in mine):>12.2f} "
+                  f"{statistics.median(r['bytes_per_token'] for r in mine) / 1e6:>13.1f} "
+                  f"{statistics.median(r['hit_rate'] for r in mine):>8.1%}")
     if args.json:
         Path(args.json).write_text(json.dumps({"args": vars(args), "rows": rows}, indent=1))
     return 0

@@ -44,7 +44,43 @@ class LRU:
         return iter(list(self._order))
 
 
-POLICIES = {"lru": LRU}
+class LayerCycle:
+    """Decode visits layers 0..L-1 in a cycle, so an expert's next use is at the earliest when its layer comes
+    round again. While layer l is fetched, evict first layer l's other experts (next needed a whole step later),
+    then layer l-1's, l-2's, ... and layer l+1's last; least recently used first within a layer.
+
+    When a step's experts do not all fit in the budget (many sequences in a batch), LRU evicts exactly what the
+    next layers are about to need and every lookup misses; this keeps a stable part of the model instead, which
+    is what Belady's MIN does on a cyclic pattern. Keys are (layer, expert)."""
+
+    name = "layer"
+
+    def __init__(self) -> None:
+        self._layers: dict[int, OrderedDict[Key, None]] = {}
+        self._current, self._n_layers = 0, 1
+
+    def inserted(self, key: Key) -> None:
+        self._layers.setdefault(key[0], OrderedDict())[key] = None
+        self._touch(key)
+
+    def hit(self, key: Key) -> None:
+        self._layers[key[0]].move_to_end(key)
+        self._touch(key)
+
+    def removed(self, key: Key) -> None:
+        layer = self._layers.get(key[0])
+        if layer is not None:
+            layer.pop(key, None)
+
+    def victims(self) -> Iterator[Key]:
+        for back in range(self._n_layers):  # O(layers + victims tried), not a sort of every cached key
+            yield from list(self._layers.get((self._current - back) % self._n_layers, ()))
+
+    def _touch(self, key: Key) -> None:
+        self._current, self._n_layers = key[0], max(self._n_layers, key[0] + 1)
+
+
+POLICIES = {"lru": LRU, "layer": LayerCycle}
 
 
 def make_policy(name: str) -> EvictionPolicy:

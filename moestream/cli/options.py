@@ -3,20 +3,31 @@
 from __future__ import annotations
 
 import argparse
-
 import json
+import sys
 
+from ..assets import DESCRIPTION, default_model_path
 from ..cache.config import CacheConfig, parse_bytes
 from ..engine.sampling import SamplingParams
 from ..errors import ConfigError
 
 
 def add_model_flag(p: argparse.ArgumentParser) -> None:
-    p.add_argument("-m", "--model", required=True, metavar="FILE", help="GGUF file of a Mixture-of-Experts model")
+    p.add_argument("-m", "--model", default=None, metavar="FILE",
+                   help="GGUF file of a Mixture-of-Experts model (default: the embedded tiny model)")
     p.add_argument("-c", "--ctx-size", type=int, default=None, metavar="N",
                    help="context length (default: the model's, capped at 4096)")
     p.add_argument("-t", "--threads", type=int, default=None, metavar="N",
                    help="threads for the CPU kernels (default: one per available core)")
+
+
+def model_path(args: argparse.Namespace) -> str:
+    """The -m file, or the embedded default model (said on stderr, so the user knows what is answering)."""
+    if args.model is not None:
+        return args.model
+    path = default_model_path()
+    print(f"moestream: no -m given; using the embedded default model {path.name} ({DESCRIPTION})", file=sys.stderr)
+    return str(path)
 
 
 def add_sampling_flags(p: argparse.ArgumentParser, default_temp: float = 0.8) -> None:
@@ -57,6 +68,9 @@ def add_cache_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--io-chunk", default="4MiB", metavar="SIZE", help="bytes per read request (default %(default)s)")
     g.add_argument("--no-direct", action="store_true", help="buffered reads instead of O_DIRECT")
     g.add_argument("--mmap", action="store_true", help="no cache: read experts through the memory map")
+    g.add_argument("--cache-policy", choices=("lru", "layer"), default="lru",
+                   help="eviction: lru, or layer (evict the layers the pass left most recently first; keeps a stable "
+                        "part of the model when a step's experts exceed the budget) (default %(default)s)")
     g.add_argument("--pin", metavar="FILE", help="JSON list of [layer, expert] pairs to keep in RAM")
     g.add_argument("--pin-hot", type=int, default=0, metavar="N",
                    help="keep the N most used experts of --profile in RAM")
@@ -68,7 +82,7 @@ def cache_config(args: argparse.Namespace) -> CacheConfig:
     return CacheConfig(
         ram_budget=parse_bytes(args.ram_budget) if args.ram_budget else None, reader=args.reader,
         depth=args.io_depth, chunk_bytes=parse_bytes(args.io_chunk), direct=not args.no_direct, mmap=args.mmap,
-        pin=tuple(_pins(args)),
+        pin=tuple(_pins(args)), policy=args.cache_policy,
     )
 
 

@@ -1,4 +1,5 @@
-"""Cache bookkeeping: sizes, the LRU policy, and the live cache against an independent LRU simulation."""
+"""Cache bookkeeping: sizes, the LRU and layer-cycle policies, the offline simulator, and the live cache against
+the simulator and an independent LRU simulation."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ import pytest
 
 from moestream.cache.config import CacheConfig, parse_bytes
 from moestream.cache.expert_cache import ExpertCache
-from moestream.cache.policy import LRU, make_policy
+from moestream.cache.policy import LRU, LayerCycle, make_policy
+from moestream.cache.simulate import simulate
 from moestream.engine.loader import check_model
 from moestream.engine.streaming import open_reader
 from moestream.errors import ConfigError
@@ -66,9 +68,34 @@ def simulate_lru(requests: list[tuple[int, list[int]]], capacity: int) -> tuple[
     return hits, misses, evictions
 
 
+def test_layer_policy_evicts_the_layer_that_comes_round_last():
+    p = LayerCycle()
+    for key in [(0, 1), (1, 2), (2, 3), (0, 4), (1, 5)]:
+        p.inserted(key)
+    p.hit((0, 1))  # layer 0 is being fetched: its other experts first, then layer 2, then layer 1 (next up)
+    assert list(p.victims()) == [(0, 4), (0, 1), (2, 3), (1, 2), (1, 5)]
+
+
+def test_layer_policy_keeps_a_stable_part_where_lru_thrashes():
+    # every step needs all 8 experts of each of 4 layers; the budget holds half of them
+    steps = [(layer, list(range(8))) for _ in range(20) for layer in range(4)]
+    assert simulate(steps, 16, LRU()).hits == 0
+    assert simulate(steps, 16, LayerCycle()).hit_rate >= 0.2
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_simulator_lru_equals_an_independent_lru(seed):
+    rng = random.Random(seed)
+    steps = [(s % 3, sorted(rng.sample(range(6), 2))) for s in range(300)]
+    for capacity in (2, 3, 7):
+        hits, misses, _ = simulate_lru(steps, capacity)
+        assert simulate(steps, capacity, LRU()).hits == hits
+
+
+@pytest.mark.parametrize("policy", ["lru", "layer"])
 @pytest.mark.parametrize("seed", [0, 1, 2])
 @pytest.mark.parametrize("capacity", [2, 5, 11])
-def test_live_cache_counts_equal_an_lru_simulation(seed, capacity):
+def test_live_cache_counts_equal_the_simulator(seed, capacity, policy):
     path = gguf_path("qwen2moe", "q8_0")
     info = check_model(GGUFFile(path))
     rng = random.Random(seed)
@@ -81,14 +108,16 @@ def test_live_cache_counts_equal_an_lru_simulation(seed, capacity):
         requests.append((layer, picked))
     config = CacheConfig(depth=3, chunk_bytes=8192)
     cache = ExpertCache(info.experts, open_reader(path, config), capacity * slot_size(path), min(k, capacity),
-                        chunk_bytes=config.chunk_bytes)
+                        make_policy(policy), chunk_bytes=config.chunk_bytes)
     try:
         for layer, experts in requests:
             for _batch in cache.acquire(layer, experts):
                 assert cache.pool.allocated_bytes <= cache.pool.budget
             assert all(e.refs == 0 for e in cache._entries.values())
         s = cache.stats
-        assert (s.hits, s.misses, s.evictions) == simulate_lru(requests, capacity)
+        assert s.hits == simulate(requests, capacity, make_policy(policy)).hits
+        if policy == "lru":
+            assert (s.hits, s.misses, s.evictions) == simulate_lru(requests, capacity)
         assert s.lookups == sum(len(e) for _, e in requests)
         assert cache.resident_experts <= capacity
     finally:

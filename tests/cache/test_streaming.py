@@ -37,6 +37,15 @@ def test_tight_budget_is_bit_identical_to_memory_map(arch, reader):
     assert cache.pool.allocated_bytes <= cache.pool.budget
 
 
+@pytest.mark.parametrize("arch", ["mixtral", "qwen2moe"])
+def test_layer_policy_streams_bit_identically(arch):
+    path = gguf_path(arch, "q8_0")
+    ref, _ = run(path, mmap=True)
+    got, cache = run(path, ram_budget=3 * tight_budget(path) // 2, policy="layer", chunk_bytes=8192)
+    assert_identical(got, ref)
+    assert cache.policy.name == "layer" and cache.stats.evictions > 0
+
+
 @pytest.mark.parametrize("arch", ["mixtral", "qwen3moe"])
 def test_roomy_budget_and_f32_weights_are_bit_identical(arch):
     path = gguf_path(arch, "f32")
