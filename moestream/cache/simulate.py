@@ -1,6 +1,8 @@
 """Replay expert lookups against an eviction policy offline, with the live cache's rules: one acquire is one
-layer's distinct experts for one step; hits are touched first, then misses are inserted in request order, each
-evicting the policy's first victim that is not part of the same acquire. Capacity is in experts (slots)."""
+layer's distinct experts for one step; hits are touched first and held to the end of the acquire, then misses are
+inserted in request order, each evicting the policy's first victim that is not held. When every cached expert is
+held (an acquire with more misses than free slots: a prefill), the misses read so far are computed and released,
+as the live cache does in waves, and become evictable. Capacity is in experts (slots)."""
 
 from __future__ import annotations
 
@@ -26,19 +28,26 @@ def simulate(acquires: Iterable[tuple[int, list[int]]], capacity: int, policy: E
     for layer, experts in acquires:
         keys = [(layer, e) for e in experts]
         result.lookups += len(keys)
-        for key in keys:
-            if key in cached:
-                result.hits += 1
-                policy.hit(key)
+        hits = [key for key in keys if key in cached]
+        result.hits += len(hits)
+        for key in hits:
+            policy.hit(key)
+        wave: set[Key] = set()
         for key in (k for k in keys if k not in cached):
             if len(cached) >= capacity:
-                _evict(cached, policy, set(keys))
+                wave = _evict(cached, policy, set(hits), wave)
             cached.add(key)
+            wave.add(key)
             policy.inserted(key)
     return result
 
 
-def _evict(cached: set[Key], policy: EvictionPolicy, in_use: set[Key]) -> None:
-    victim = next(k for k in policy.victims() if k not in in_use)
+def _evict(cached: set[Key], policy: EvictionPolicy, hits: set[Key], wave: set[Key]) -> set[Key]:
+    """Evict one expert; returns the wave still held (emptied when the wave had to end to free a slot)."""
+    victim = next((k for k in policy.victims() if k not in hits and k not in wave), None)
+    if victim is None:
+        wave = set()
+        victim = next(k for k in policy.victims() if k not in hits)
     cached.discard(victim)
     policy.removed(victim)
+    return wave

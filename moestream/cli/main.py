@@ -1,4 +1,4 @@
-"""`moestream` command line: generate, chat, serve, bench, inspect, synth. Errors print as one line, never a traceback."""
+"""`moestream` command line: generate, chat, serve, bench, inspect, synth, trace, simulate. Errors print as one line, never a traceback."""
 
 from __future__ import annotations
 
@@ -8,14 +8,14 @@ import warnings
 
 from .. import __version__
 from ..errors import MoestreamError
-from . import bench, chat, generate, inspect_cmd, serve, synth
+from . import bench, chat, generate, inspect_cmd, serve, simulate, synth, trace
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="moestream", description="Run Mixture-of-Experts LLMs from GGUF files.")
     parser.add_argument("--version", action="version", version=f"moestream {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (generate, chat, serve, bench, inspect_cmd, synth):
+    for module in (generate, chat, serve, bench, inspect_cmd, synth, trace, simulate):
         module.register(sub)
     return parser
 

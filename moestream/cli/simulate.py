@@ -1,0 +1,58 @@
+"""`moestream simulate`: replay a routing trace against cache policies and budgets, with Belady's MIN as the
+upper bound; prints hit rates as a table, optionally plots hit rate against budget."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ..engine.simulation import POLICY_NAMES, budget_slots, hit_rates
+from ..engine.trace import read_trace
+from ..errors import ConfigError
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("simulate", help="replay a routing trace against cache policies and budgets (offline)")
+    p.add_argument("trace", help="a file written by `moestream trace`")
+    p.add_argument("--budget", nargs="+", default=["25%", "50%", "75%"], metavar="B",
+                   help="budgets: a share of all experts (25%%), a number of experts (40), or bytes (2GiB) "
+                        "(default: 25%% 50%% 75%%)")
+    p.add_argument("--policy", nargs="+", default=list(POLICY_NAMES), choices=POLICY_NAMES,
+                   help="policies to replay (default: all; belady is the offline optimum)")
+    p.add_argument("--plot", metavar="FILE.png", help="also draw hit rate against budget, one line per policy")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    trace = read_trace(args.trace)
+    slots = [budget_slots(b, trace.header) for b in args.budget]
+    table = hit_rates(trace, slots, args.policy)
+    total = trace.header["n_layers"] * trace.header["n_experts"]
+    print(f"{trace.header['model']}: {len(trace.records)} layer steps, {total} experts, top-{trace.header['k']}")
+    print(f"{'budget':>16} " + " ".join(f"{p:>8}" for p in args.policy))
+    for budget, n in zip(args.budget, slots):
+        print(f"{f'{budget} ({n} experts)':>16} " + " ".join(f"{table[p][n]:>8.1%}" for p in args.policy))
+    if args.plot:
+        _plot(trace, args.policy, args.plot, total)
+    return 0
+
+
+def _plot(trace, policies: list[str], path: str, total: int) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise ConfigError("--plot needs matplotlib (pip install matplotlib)") from None
+    k = trace.header["k"]
+    slots = sorted({max(k, round(total * f / 20)) for f in range(1, 21)})
+    table = hit_rates(trace, slots, policies)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for p in policies:
+        ax.plot([100 * s / total for s in slots], [100 * table[p][s] for s in slots], marker=".", label=p)
+    ax.set(xlabel="budget (% of expert bytes)", ylabel="hit rate (%)", title=trace.header["model"])
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    print(f"moestream: wrote {path}", file=sys.stderr)

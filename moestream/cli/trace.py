@@ -1,0 +1,74 @@
+"""`moestream trace`: generate from one or more prompts and record every layer's routing to a JSON-lines file."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from ..engine.loader import load_model
+from ..engine.report import StepMeter, run_summary
+from ..engine.trace import RoutingRecorder, trace_header
+from ..errors import ConfigError
+from ..tokenizer import Tokenizer
+from .generate import stream_completion
+from .options import add_cache_flags, add_model_flag, add_sampling_flags, cache_config, context_length, model_path, sampling_params
+from .summary import print_run_summary, write_json
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("trace", help="record routing (layer, positions, experts, probabilities) during generation")
+    add_model_flag(p)
+    p.add_argument("-p", "--prompt", action="append", default=[], help="prompt text (repeatable)")
+    p.add_argument("--prompts", metavar="FILE", help="a text file with one prompt per line")
+    p.add_argument("-n", "--n-predict", type=int, default=128, metavar="N", help="tokens per prompt (default %(default)s)")
+    p.add_argument("-o", "--output", required=True, metavar="FILE", help="trace file to write (JSON lines)")
+    add_sampling_flags(p)
+    add_cache_flags(p)
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    prompts = _prompts(args)
+    params = sampling_params(args)
+    lm = load_model(model_path(args), threads=args.threads, cache=cache_config(args))
+    try:
+        if not lm.args.n_experts:
+            raise ConfigError(f"{lm.path.name} has no routed experts: there is no routing to trace")
+        with _open_output(args.output) as out:
+            out.write(json.dumps(trace_header(lm)) + "\n")
+            recorder, tok, meter = RoutingRecorder(lm.model, out), Tokenizer.from_gguf(lm.gguf), StepMeter(lm.cache)
+            ctx, stop = context_length(args, lm.args.context_length), set(tok.eog_ids)
+            prompt_tokens = prefill_s = 0
+            for text in prompts:
+                recorder.new_sequence()
+                ids = tok.encode(text)
+                _, stats = stream_completion(lm.model, tok, ids, params, args.n_predict, stop, ctx, meter)
+                prompt_tokens, prefill_s = prompt_tokens + stats.prompt_tokens, prefill_s + stats.prefill_seconds
+        summary = run_summary(lm, prompt_tokens, prefill_s, meter)
+        print_run_summary(summary)
+        write_json(args.stats_json, summary)
+        print(f"moestream: wrote {args.output} ({len(prompts)} prompts)", file=sys.stderr)
+    finally:
+        lm.close()
+    return 0
+
+
+def _prompts(args: argparse.Namespace) -> list[str]:
+    prompts = list(args.prompt)
+    if args.prompts:
+        try:
+            prompts += [line for line in Path(args.prompts).read_text().splitlines() if line.strip()]
+        except OSError as exc:
+            raise ConfigError(f"--prompts {args.prompts}: {exc.strerror}") from None
+    if not prompts:
+        raise ConfigError("give at least one prompt: -p TEXT or --prompts FILE")
+    return prompts
+
+
+def _open_output(path: str):
+    try:
+        return open(path, "w")
+    except OSError as exc:
+        raise ConfigError(f"-o {path}: {exc.strerror}") from None

@@ -1,0 +1,103 @@
+"""Routing traces: for every forward step and MoE layer, the token positions, the experts each token was routed
+to and their router probabilities. Recorded by tapping each MoE block's router during real generation; replayed
+offline by `moestream simulate` (cache policies, Belady's MIN) and by predictor studies.
+
+A trace file is JSON lines: a header {"trace": 1, "model", "n_layers", "n_experts", "k", "expert_bytes"}, then
+one record per step and layer {"seq", "step", "layer", "positions": [T], "experts": [T][k], "probs": [T][k]}."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+import torch
+
+from ..errors import ConfigError
+
+
+def trace_header(lm) -> dict:
+    """The first line of a trace: what the simulator needs to turn budgets into cache slots."""
+    from ..cache.layout import SlotLayout
+
+    a = lm.args
+    slot = lm.cache.layout.slot_size if lm.cache is not None else SlotLayout(lm.experts).slot_size
+    return {"trace": 1, "model": lm.path.name, "n_layers": a.n_layers, "n_experts": a.n_experts,
+            "k": a.n_experts_used, "expert_bytes": lm.expert_bytes, "slot_bytes": slot}
+
+
+class _Tap:
+    """Stands in for a Router: routes exactly as it does and hands the choice to the recorder."""
+
+    def __init__(self, router, layer: int, recorder: "RoutingRecorder"):
+        self.router, self.layer, self.recorder = router, layer, recorder
+
+    def __call__(self, x: torch.Tensor):
+        ids, weights = self.router(x)
+        probs = torch.softmax(self.router.gate_inp(x), dim=-1, dtype=torch.float32).gather(-1, ids)  # [T, k]
+        self.recorder.record(self.layer, ids, probs)
+        return ids, weights
+
+
+class RoutingRecorder:
+    """Taps every MoE block of `model` and writes one record per forward step and layer to `out`.
+
+    A step starts when the first MoE layer routes; its tokens take the next positions of the current sequence
+    (prefill chunks, then one token per decode step), so generation code needs no hooks. Call `new_sequence()`
+    before each prompt."""
+
+    def __init__(self, model, out: IO[str]):
+        self.out = out
+        self.layers = []
+        for i, block in enumerate(model.blocks):
+            if hasattr(block.ffn, "router"):
+                block.ffn.router = _Tap(block.ffn.router, i, self)
+                self.layers.append(i)
+        self._seq, self._step, self._next_pos, self._positions = -1, -1, 0, []
+
+    def new_sequence(self) -> None:
+        self._seq, self._next_pos = self._seq + 1, 0
+
+    def record(self, layer: int, ids: torch.Tensor, probs: torch.Tensor) -> None:
+        if layer == self.layers[0]:
+            n = ids.shape[0]
+            self._step, self._positions = self._step + 1, list(range(self._next_pos, self._next_pos + n))
+            self._next_pos += n
+        rec = {"seq": self._seq, "step": self._step, "layer": layer, "positions": self._positions,
+               "experts": ids.tolist(), "probs": [[round(p, 5) for p in row] for row in probs.tolist()]}
+        self.out.write(json.dumps(rec, separators=(",", ":")) + "\n")
+
+
+@dataclass
+class Trace:
+    header: dict
+    records: list[dict]
+
+    def acquires(self) -> list[tuple[int, list[int]]]:
+        """What the expert cache sees: per step and layer, the distinct experts (ascending, as the MoE layer asks)."""
+        return [(r["layer"], sorted({e for row in r["experts"] for e in row})) for r in self.records]
+
+
+def read_trace(path: str | Path) -> Trace:
+    try:
+        lines = Path(path).read_text().splitlines()
+        header, records = json.loads(lines[0]), [json.loads(line) for line in lines[1:] if line.strip()]
+    except (OSError, IndexError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"{path}: not a readable routing trace ({exc})") from None
+    if header.get("trace") != 1 or any(not {"layer", "experts"} <= r.keys() for r in records):
+        raise ConfigError(f"{path}: not a moestream routing trace (write one with `moestream trace`)")
+    return Trace(header, records)
+
+
+def iter_steps(trace: Trace) -> Iterator[list[dict]]:
+    """Records grouped by step."""
+    group: list[dict] = []
+    for r in trace.records:
+        if group and r["step"] != group[0]["step"]:
+            yield group
+            group = []
+        group.append(r)
+    if group:
+        yield group
