@@ -14,7 +14,7 @@ from ..engine.report import StepMeter, run_summary
 from ..engine.sampling import Sampler, SamplingParams
 from ..errors import ConfigError
 from ..kernels.cpu import NativeClock
-from .options import add_cache_flags, add_model_flag, cache_config
+from .options import add_cache_flags, add_model_flag, model_path, cache_config
 from .summary import print_run_summary, write_json
 
 
@@ -32,7 +32,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.n_decode < 1 or args.prompt_tokens < 1:
         raise ConfigError("--n-decode and --prompt-tokens must be >= 1")
-    lm = load_model(args.model, threads=args.threads, cache=cache_config(args))
+    lm = load_model(model_path(args), threads=args.threads, cache=cache_config(args))
     try:
         result = measure(lm, args.prompt_tokens, args.n_decode, args.seed)
     finally:

@@ -8,7 +8,7 @@ import sys
 from ..engine.loader import load_model
 from ..tokenizer import ChatTemplate, Tokenizer
 from .generate import print_summary, stream_completion
-from .options import add_cache_flags, add_model_flag, add_sampling_flags, cache_config, context_length, sampling_params
+from .options import add_cache_flags, add_model_flag, model_path, add_sampling_flags, cache_config, context_length, sampling_params
 
 EXIT_WORDS = {"/exit", "/quit"}
 
@@ -26,7 +26,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     params = sampling_params(args)
-    lm = load_model(args.model, threads=args.threads, cache=cache_config(args))
+    lm = load_model(model_path(args), threads=args.threads, cache=cache_config(args))
     try:
         return _converse(args, lm, params)
     finally:

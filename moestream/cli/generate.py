@@ -10,7 +10,7 @@ from ..engine.loader import load_model
 from ..engine.report import StepMeter, run_summary
 from ..errors import ConfigError
 from ..tokenizer import Tokenizer
-from .options import add_cache_flags, add_model_flag, add_sampling_flags, cache_config, context_length, sampling_params
+from .options import add_cache_flags, add_model_flag, model_path, add_sampling_flags, cache_config, context_length, sampling_params
 from .summary import print_run_summary, write_json
 
 
@@ -31,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
     params = sampling_params(args)
     if args.n_predict < 0:
         raise ConfigError(f"--n-predict must be >= 0, got {args.n_predict}")
-    lm = load_model(args.model, threads=args.threads, cache=cache_config(args))
+    lm = load_model(model_path(args), threads=args.threads, cache=cache_config(args))
     try:
         tok = Tokenizer.from_gguf(lm.gguf)
         prompt = tok.encode(args.prompt, add_bos=False if args.no_bos else None)

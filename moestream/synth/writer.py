@@ -65,8 +65,8 @@ def build_header(p: Preset, qtype: GGMLQuantizationType, plan: list[TensorSpec],
     return buf.getvalue()
 
 
-def add_model_metadata(w: GGUFWriter, p: Preset, qtype: GGMLQuantizationType) -> None:
-    w.add_name(f"{p.title} shapes (random {qtype.name}, {p.n_layers} layers)")
+def add_model_metadata(w: GGUFWriter, p: Preset, qtype: GGMLQuantizationType, name: str | None = None) -> None:
+    w.add_name(name or f"{p.title} shapes (random {qtype.name}, {p.n_layers} layers)")
     w.add_block_count(p.n_layers)
     w.add_context_length(p.context)
     w.add_embedding_length(p.d_model)
