@@ -80,7 +80,55 @@ class LayerCycle:
         self._current, self._n_layers = key[0], max(self._n_layers, key[0] + 1)
 
 
-POLICIES = {"lru": LRU, "layer": LayerCycle}
+class LFU:
+    """Least frequently used first (counts survive eviction, so a popular expert that was pushed out comes back
+    with its history); least recently used first among equal counts."""
+
+    name = "lfu"
+
+    def __init__(self) -> None:
+        self._count: dict[Key, int] = {}
+        self._order: OrderedDict[Key, None] = OrderedDict()  # cached keys, least recent first
+
+    def inserted(self, key: Key) -> None:
+        self._order[key] = None
+        self._count[key] = self._count.get(key, 0) + 1
+
+    def hit(self, key: Key) -> None:
+        self._order.move_to_end(key)
+        self._count[key] += 1
+
+    def removed(self, key: Key) -> None:
+        self._order.pop(key, None)
+
+    def victims(self) -> Iterator[Key]:
+        return iter(sorted(self._order, key=self._count.__getitem__))  # stable: recency breaks ties
+
+
+class LayerLFU(LayerCycle):
+    """The layer cycle's order between layers, least frequently used first within a layer."""
+
+    name = "layer-lfu"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._count: dict[Key, int] = {}
+
+    def inserted(self, key: Key) -> None:
+        super().inserted(key)
+        self._count[key] = self._count.get(key, 0) + 1
+
+    def hit(self, key: Key) -> None:
+        super().hit(key)
+        self._count[key] += 1
+
+    def victims(self) -> Iterator[Key]:
+        for back in range(self._n_layers):
+            layer = self._layers.get((self._current - back) % self._n_layers, {})
+            yield from sorted(layer, key=self._count.__getitem__)
+
+
+POLICIES = {"lru": LRU, "layer": LayerCycle, "lfu": LFU, "layer-lfu": LayerLFU}
 
 
 def make_policy(name: str) -> EvictionPolicy:

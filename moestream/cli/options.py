@@ -68,9 +68,10 @@ def add_cache_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--io-chunk", default="4MiB", metavar="SIZE", help="bytes per read request (default %(default)s)")
     g.add_argument("--no-direct", action="store_true", help="buffered reads instead of O_DIRECT")
     g.add_argument("--mmap", action="store_true", help="no cache: read experts through the memory map")
-    g.add_argument("--cache-policy", choices=("lru", "layer"), default="lru",
-                   help="eviction: lru, or layer (evict the layers the pass left most recently first; keeps a stable "
-                        "part of the model when a step's experts exceed the budget) (default %(default)s)")
+    g.add_argument("--cache-policy", choices=("lru", "layer", "lfu", "layer-lfu"), default="lru",
+                   help="eviction: lru, lfu, layer (evict the layers the pass left most recently first; keeps a stable "
+                        "part of the model when a step's experts exceed the budget), layer-lfu (layer order, least "
+                        "used first within a layer) (default %(default)s)")
     g.add_argument("--pin", metavar="FILE", help="JSON list of [layer, expert] pairs to keep in RAM")
     g.add_argument("--pin-hot", type=int, default=0, metavar="N",
                    help="keep the N most used experts of --profile in RAM")

@@ -11,7 +11,7 @@ from ..cache.simulate import simulate
 from ..errors import ConfigError
 from .trace import Trace
 
-POLICY_NAMES = ("lru", "layer", "belady")
+POLICY_NAMES = ("lru", "lfu", "layer", "layer-lfu", "belady")
 
 
 def budget_slots(text: str, header: dict) -> int:

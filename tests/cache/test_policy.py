@@ -10,7 +10,7 @@ import pytest
 
 from moestream.cache.config import CacheConfig, parse_bytes
 from moestream.cache.expert_cache import ExpertCache
-from moestream.cache.policy import LRU, LayerCycle, make_policy
+from moestream.cache.policy import LFU, LRU, POLICIES, LayerCycle, LayerLFU, make_policy
 from moestream.cache.simulate import simulate
 from moestream.engine.loader import check_model
 from moestream.engine.streaming import open_reader
@@ -92,7 +92,18 @@ def test_simulator_lru_equals_an_independent_lru(seed):
         assert simulate(steps, capacity, LRU()).hits == hits
 
 
-@pytest.mark.parametrize("policy", ["lru", "layer"])
+def test_lfu_policies_evict_the_least_used_first():
+    lfu, layered = LFU(), LayerLFU()
+    for p in (lfu, layered):
+        for key in [(0, 1), (0, 2), (1, 3), (1, 4)]:
+            p.inserted(key)
+        for key in [(0, 1), (0, 1), (1, 4), (0, 2)]:
+            p.hit(key)
+    assert list(lfu.victims()) == [(1, 3), (1, 4), (0, 2), (0, 1)]  # counts 1, 2, 2, 3: (1, 4) was used less recently
+    assert list(layered.victims()) == [(0, 2), (0, 1), (1, 3), (1, 4)]  # layer 0 (current) first, by count
+
+
+@pytest.mark.parametrize("policy", sorted(POLICIES))
 @pytest.mark.parametrize("seed", [0, 1, 2])
 @pytest.mark.parametrize("capacity", [2, 5, 11])
 def test_live_cache_counts_equal_the_simulator(seed, capacity, policy):
