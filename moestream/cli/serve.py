@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import signal
+import socket
 import sys
 from pathlib import Path
 
@@ -40,15 +41,28 @@ def run(args: argparse.Namespace) -> int:
     metrics = Metrics()
     worker = EngineWorker(lambda: _load(path, args), Path(path).stem, args.max_batch, args.max_queue, metrics)
     app = create_app(worker, metrics, args.api_key, MAX_BODY_BYTES)
-    print(f"moestream: serving {Path(path).name} on http://{args.host}:{args.port}/v1 (loading; GET /health says "
-          "when ready)", file=sys.stderr)
-    config = uvicorn.Config(app, host=args.host, port=args.port, log_level="warning",
-                            timeout_graceful_shutdown=args.shutdown_grace)
+    sock = _listen(args.host, args.port)  # bound here: a clear error if taken, and port 0 gets a real port
+    host, port = sock.getsockname()[:2]
+    print(f"moestream: serving {Path(path).name} on http://{host}:{port}/v1 (loading; GET /health says when ready)",
+          file=sys.stderr, flush=True)
+    config = uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=args.shutdown_grace)
     # uvicorn re-raises the SIGTERM it handled once it has shut down; with this handler installed beforehand that
     # re-raise is a no-op, so a graceful stop exits 0 instead of dying by the signal
     signal.signal(signal.SIGTERM, lambda *_: None)
-    uvicorn.Server(config).run()
+    uvicorn.Server(config).run(sockets=[sock])
     return 0
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(128)
+    except OSError as exc:
+        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    return sock
 
 
 def _load(path: str, args: argparse.Namespace):

@@ -200,3 +200,17 @@ def test_sigterm_finishes_in_flight_requests_and_exits_cleanly():
     assert first.choices[0].text is not None
     assert rest and rest[-1].choices[0].finish_reason in ("length", "stop")
     assert server.proc.wait(timeout=30) == 0
+
+
+def test_a_taken_port_is_a_clear_error():
+    import socket
+
+    from moestream.assets import DEFAULT_MODEL
+    from tests.cli.test_bad_input import assert_one_line_error, run_cli
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        assert_one_line_error(run_cli("serve", "-m", str(DEFAULT_MODEL), "--port", str(port)), "cannot listen",
+                              str(port))
