@@ -2,13 +2,21 @@
 once, misses as their reads complete — all reads of a layer's misses issued together. Memory is a RamPool with a
 hard budget; eviction follows a policy; pinned experts are never evicted.
 
-Single consumer: only the engine thread calls acquire/pin; reader threads only complete jobs into a queue."""
+`prefetch(layer, experts)` starts background reads of experts a predictor expects soon, into slots of the same
+budget (never evicting what is in use, another unused prefetch, or an expert of the layer prefetched for). An
+acquire that meets a prefetch still in flight takes its completion over instead of reading again; prefetches
+that were not needed are counted as wasted when evicted, and queued ones are cancelled when a demand read needs
+their slots.
+
+Single consumer: only the engine thread calls acquire/prefetch/pin; reader threads only complete jobs into queues
+(a prefetch's completion goes to whichever queue `_sinks` names when it lands, under `_lock`)."""
 
 from __future__ import annotations
 
 import queue
-from collections import Counter
+import threading
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Iterator
 
@@ -16,7 +24,7 @@ from ..errors import ConfigError
 from .config import human_bytes
 from ..formats.weight import ExpertWeights
 from ..store.experts import ExpertStore
-from ..store.reader import ExpertReadError, ReadJob, Reader
+from ..store.reader import ExpertReadError, ReadCancelled, ReadJob, Reader
 from ..telemetry import Samples
 from .layout import SlotLayout
 from .policy import LRU, EvictionPolicy
@@ -34,6 +42,8 @@ class Entry:
     weights: ExpertWeights | None = None  # None while its read is in flight
     refs: int = 0
     pinned: bool = False
+    prefetched: bool = False  # read ahead of need and not used yet
+    job: ReadJob | None = None  # its background read, while in flight
 
 
 @dataclass
@@ -48,6 +58,12 @@ class CacheStats:
     read_busy_seconds: float = 0.0  # time with reads in flight (first issue -> last completion, per acquire)
     routed: Counter = field(default_factory=Counter)  # (layer, expert) -> times requested: a routing profile
     read_latency: Samples = field(default_factory=Samples)  # per expert: submit -> all bytes in
+    prefetch_issued: int = 0
+    prefetch_useful: int = 0  # a prefetched expert was then acquired
+    prefetch_late: int = 0  # ... while its read was still in flight (the acquire waited for the rest)
+    prefetch_wasted: int = 0  # evicted unused
+    prefetch_cancelled: int = 0  # dropped before its read started
+    predicted: Counter = field(default_factory=Counter)  # (layer, "tp" | "fp" | "fn") -> experts: predictor quality
 
     @property
     def hit_rate(self) -> float:
@@ -64,6 +80,10 @@ class ExpertCache:
         self.stats = CacheStats()
         self._entries: dict[Key, Entry] = {}
         self._last_done = 0.0
+        self._lock = threading.Lock()
+        self._prefetched: queue.SimpleQueue[ReadJob] = queue.SimpleQueue()  # landed, nobody waiting for them
+        self._sinks: dict[Key, queue.SimpleQueue] = {}  # prefetch reads in flight -> where their completion goes
+        self._predictions: dict[int, set[int]] = {}  # layer -> experts the predictor named for its next acquire
         self._check_budget(budget, n_used)
 
     def _check_budget(self, budget: int, n_used: int) -> None:
@@ -78,9 +98,10 @@ class ExpertCache:
 
     def acquire(self, layer: int, experts: list[int]) -> Iterator[Batch]:
         """Yields batches of ready experts; a batch stays valid until the next one is requested."""
-        hits, waiting = self._lookup(layer, experts)
+        self._reap_prefetches()
+        self._score_prediction(layer, experts)
         done: queue.SimpleQueue[ReadJob] = queue.SimpleQueue()
-        inflight: dict[Key, int] = {}  # key -> index in `experts`
+        hits, waiting, inflight = self._lookup(layer, experts, done)  # inflight: key -> index in `experts`
         t_issue = time.perf_counter()
         try:
             self._issue(layer, experts, waiting, inflight, done, holding=bool(hits))
@@ -99,22 +120,46 @@ class ExpertCache:
             if len(hits) < len(experts):
                 self.stats.read_busy_seconds += max(0.0, self._last_done - t_issue)
 
-    def _lookup(self, layer: int, experts: list[int]) -> tuple[list[int], list[int]]:
-        hits, misses = [], []
+    def _lookup(self, layer: int, experts: list[int], done: queue.SimpleQueue) -> tuple[list[int], list[int], dict]:
+        """Split the request into hits, misses, and prefetches still in flight (taken over: their completion now
+        goes to `done`)."""
+        hits, misses, claimed = [], [], {}
         for i, e in enumerate(experts):
-            entry = self._entries.get((layer, e))
-            if entry is not None and entry.weights is not None:
-                entry.refs += 1
-                if not entry.pinned:
-                    self.policy.hit((layer, e))
+            key = (layer, e)
+            entry = self._entries.get(key)
+            if entry is not None and entry.weights is None and not self._claim(key, done):
+                self._reap_prefetches()  # it landed just now: account it, then look again
+                entry = self._entries.get(key)
+            if entry is None:
+                misses.append(i)
+                continue
+            entry.refs += 1
+            self._used(key, entry, late=entry.weights is None)
+            if entry.weights is not None:
                 hits.append(i)
             else:
-                misses.append(i)
+                claimed[key] = i
         self.stats.routed.update((layer, e) for e in experts)
         self.stats.lookups += len(experts)
         self.stats.hits += len(hits)
-        self.stats.misses += len(misses)
-        return hits, misses
+        self.stats.misses += len(experts) - len(hits)
+        return hits, misses, claimed
+
+    def _used(self, key: Key, entry: Entry, late: bool) -> None:
+        if not entry.pinned:
+            self.policy.hit(key)
+        if entry.prefetched:
+            entry.prefetched = False
+            self.stats.prefetch_useful += 1
+            self.stats.prefetch_late += late
+
+    def _claim(self, key: Key, done: queue.SimpleQueue) -> bool:
+        """Redirect an in-flight prefetch's completion to this acquire; False if it has already landed."""
+        with self._lock:
+            if key not in self._sinks:
+                return False
+            self._sinks[key] = done
+            return True
 
     def _issue(self, layer: int, experts: list[int], waiting: list[int], inflight: dict, done,
                holding: bool = False) -> None:
@@ -158,11 +203,15 @@ class ExpertCache:
         return ready
 
     def _complete(self, job: ReadJob) -> bool:
-        """Account a finished read; a failed one gives its slot back. Returns success."""
+        """Account a finished read; a failed or cancelled one gives its slot back. Returns success."""
         entry = self._entries[job.key]
-        self.stats.read_latency.add(job.latency)
+        entry.job = None
+        if isinstance(job.error, ReadCancelled):
+            self.stats.prefetch_cancelled += 1
+        else:
+            self.stats.read_latency.add(job.latency)
         if job.error is not None:
-            self.stats.read_errors += 1
+            self.stats.read_errors += not isinstance(job.error, ReadCancelled)
             del self._entries[job.key]
             self.policy.removed(job.key)
             self.pool.give(entry.slot)
@@ -194,18 +243,94 @@ class ExpertCache:
         for key in keys:
             self._entries[key].refs -= 1
 
-    def _free_slot(self) -> Slot | None:
-        slot = self.pool.take()
-        if slot is not None:
-            return slot
+    def _free_slot(self, for_prefetch: int | None = None) -> Slot | None:
+        """A free slot, else one taken from the policy's first evictable victim. A prefetch for layer
+        `for_prefetch` evicts no expert of that layer and no unused prefetch; a demand read that finds nothing
+        cancels queued prefetches and waits for one in flight to land, rather than failing."""
+        slot = self.pool.take() or self._evict(for_prefetch)
+        if slot is None and for_prefetch is None and self._pending_prefetches():
+            self._drain_prefetches()
+            slot = self.pool.take() or self._evict(None)
+        return slot
+
+    def _evict(self, for_prefetch: int | None) -> Slot | None:
         for key in self.policy.victims():
             entry = self._entries[key]
-            if entry.refs == 0 and entry.weights is not None and not entry.pinned:
-                del self._entries[key]
-                self.policy.removed(key)
-                self.stats.evictions += 1
-                return entry.slot
+            if entry.refs or entry.weights is None or entry.pinned:
+                continue
+            if for_prefetch is not None and (key[0] == for_prefetch or entry.prefetched):
+                continue
+            del self._entries[key]
+            self.policy.removed(key)
+            self.stats.evictions += 1
+            self.stats.prefetch_wasted += entry.prefetched
+            return entry.slot
         return None
+
+    # -- prefetch -----------------------------------------------------------------------------------------------
+
+    def prefetch(self, layer: int, experts: list[int]) -> None:
+        """Start background reads of `experts` of `layer` that are neither cached nor in flight, while slots
+        allow; remembers the prediction to score it against the next acquire of `layer`."""
+        self._reap_prefetches()
+        self._predictions[layer] = set(experts)
+        for e in experts:
+            key = (layer, e)
+            if key in self._entries:
+                continue
+            slot = self._free_slot(for_prefetch=layer)
+            if slot is None:
+                return
+            self._start_prefetch(key, slot)
+
+    def _start_prefetch(self, key: Key, slot: Slot) -> None:
+        job = ReadJob(key, self.layout.chunks(*key, slot.view, self.chunk_bytes), self._route, background=True)
+        with self._lock:
+            self._sinks[key] = self._prefetched
+        self._entries[key] = Entry(slot, prefetched=True, job=job)
+        try:
+            self.reader.submit(job)
+        except BaseException:
+            with self._lock:
+                del self._sinks[key]
+            del self._entries[key]
+            self.pool.give(slot)
+            raise
+        self.policy.inserted(key)
+        self.stats.prefetch_issued += 1
+
+    def _route(self, job: ReadJob) -> None:
+        """Reader thread: hand a finished prefetch to whoever waits for it now."""
+        with self._lock:  # put under the lock too: a claim then sees the job either in flight or in the queue
+            self._sinks.pop(job.key, self._prefetched).put(job)
+
+    def _reap_prefetches(self) -> None:
+        """Account prefetches that landed with nobody waiting (errors just drop them: a demand read retries)."""
+        while not self._prefetched.empty():
+            self._complete(self._prefetched.get_nowait())
+
+    def _pending_prefetches(self) -> bool:
+        with self._lock:
+            return any(sink is self._prefetched for sink in self._sinks.values())
+
+    def _drain_prefetches(self) -> None:
+        """Cancel every unclaimed prefetch still queued, then wait until one lands (its slot or a neighbour's
+        frees up)."""
+        with self._lock:
+            jobs = [self._entries[k].job for k, sink in self._sinks.items() if sink is self._prefetched]
+        for job in jobs:
+            if job is not None:
+                self.reader.cancel(job)
+        self._complete(self._next_done(self._prefetched))
+        self._reap_prefetches()
+
+    def _score_prediction(self, layer: int, experts: list[int]) -> None:
+        predicted = self._predictions.pop(layer, None)
+        if predicted is None:
+            return
+        actual = set(experts)
+        self.stats.predicted.update({(layer, "tp"): len(predicted & actual), (layer, "fp"): len(predicted - actual),
+                                     (layer, "fn"): len(actual - predicted)})
 
     # -- set-up and inspection ----------------------------------------------------------------------------------
 
@@ -240,5 +365,20 @@ class ExpertCache:
         return sum(1 for e in self._entries.values() if e.pinned)
 
     def close(self) -> None:
+        self._finish_prefetches()
         self.reader.close()
+
+    def _finish_prefetches(self) -> None:
+        """Cancel queued prefetches and wait for those in flight, so no read lands in a slot after close."""
+        with self._lock:
+            jobs = [self._entries[key].job for key in self._sinks]
+        for job in jobs:
+            if job is not None:
+                self.reader.cancel(job)
+        try:
+            while self._pending_prefetches():
+                self._complete(self._next_done(self._prefetched))
+        except ExpertReadError:
+            pass  # a stuck device: closing the reader is all that is left to do
+        self._reap_prefetches()
 

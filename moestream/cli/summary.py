@@ -25,6 +25,7 @@ def print_run_summary(r: dict) -> None:
             f"reads    {fmt_bytes(r['bytes_read'])} ({fmt_bytes(int(r['decode_bytes_read_per_token']))}/decoded token)"
             f" at {fmt_bytes(int(r['read_throughput_Bps']))}/s; per expert p50 {lat['p50']:.1f} ms p95 {lat['p95']:.1f}"
             f" p99 {lat['p99']:.1f}; {r['reader']} reader, {'direct' if r['direct_io'] else 'buffered'}",
+            _prefetch_line(r),
             f"memory   budget {fmt_bytes(r['ram_budget_bytes'])} ({r['cache_slots']} slots of "
             f"{fmt_bytes(r['slot_bytes'])}, {fmt_bytes(r['cache_allocated_bytes'])} used), resident weights "
             f"{fmt_bytes(r['resident_bytes'])}, peak RSS {fmt_bytes(r['peak_rss_bytes'])}",
@@ -33,6 +34,16 @@ def print_run_summary(r: dict) -> None:
         lines.append(f"memory   resident weights {fmt_bytes(r['resident_bytes'])}, experts through the memory map, "
                      f"peak RSS {fmt_bytes(r['peak_rss_bytes'])}")
     print("\n".join(lines), file=sys.stderr)
+
+
+def _prefetch_line(r: dict) -> str:
+    if not r.get("prefetch"):
+        return "prefetch off"
+    prec, rec = r["predictor_precision"], r["predictor_recall"]
+    mean = lambda d: sum(d.values()) / len(d) if d else 0.0  # noqa: E731
+    return (f"prefetch {r['prefetch_issued']} issued, {r['prefetch_useful']} useful ({r['prefetch_late']} late), "
+            f"{r['prefetch_wasted']} wasted, {r['prefetch_cancelled']} cancelled; lookahead precision "
+            f"{100 * mean(prec):.0f}% recall {100 * mean(rec):.0f}% (mean over layers)")
 
 
 def write_json(path: str | None, r: dict) -> None:

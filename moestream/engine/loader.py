@@ -21,6 +21,7 @@ from ..cache.config import CacheConfig
 from ..cache.expert_cache import ExpertCache
 from ..store.experts import ExpertStore
 from ..telemetry import rss_bytes
+from ..prefetch.lookahead import install_lookahead
 from .streaming import open_cache
 
 PROGRESS_MIN_BYTES = 256 << 20  # show a progress bar only when loading this much
@@ -109,6 +110,8 @@ def load_model(path: str | Path, progress: bool = True, threads: int | None = No
         # 4.6 -> 6.1 tok/s on an 8-layer Mixtral-shaped Q4_0 file, 2 cores). Torch keeps one thread.
         torch.set_num_threads(1)
     model = DecoderModel(info.args, info.spec, resident, source, compute)
+    if expert_cache is not None and cache.prefetch:
+        install_lookahead(model, expert_cache)
     info.gguf.release_pages()  # header pages (vocabulary strings) are parsed already
     return LoadedModel(Path(path), info.gguf, info.args, info.spec, model, info.experts, info.resident_bytes,
                        expert_cache, rss_bytes())

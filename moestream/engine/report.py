@@ -73,4 +73,23 @@ def cache_summary(cache: ExpertCache) -> dict:
         "read_latency_ms": s.read_latency.summary(1e3), "io_wait_seconds": s.io_wait_seconds,
         "routing_counts": [[s.routed.get((layer, e), 0) for e in range(cache.store.n_experts)]
                            for layer in range(cache.store.n_layers)],
+        **prefetch_summary(cache),
     }
+
+
+def prefetch_summary(cache: ExpertCache) -> dict:
+    """Prefetches issued/useful/wasted/cancelled, and the predictor's precision and recall per predicted layer."""
+    s = cache.stats
+    layers = sorted({layer for layer, _ in s.predicted})
+    per_layer = {layer: {k: s.predicted[(layer, k)] for k in ("tp", "fp", "fn")} for layer in layers}
+    return {
+        "prefetch": bool(layers) or s.prefetch_issued > 0, "prefetch_issued": s.prefetch_issued,
+        "prefetch_useful": s.prefetch_useful, "prefetch_late": s.prefetch_late,
+        "prefetch_wasted": s.prefetch_wasted, "prefetch_cancelled": s.prefetch_cancelled,
+        "predictor_precision": {layer: _ratio(c["tp"], c["tp"] + c["fp"]) for layer, c in per_layer.items()},
+        "predictor_recall": {layer: _ratio(c["tp"], c["tp"] + c["fn"]) for layer, c in per_layer.items()},
+    }
+
+
+def _ratio(a: int, b: int) -> float:
+    return a / b if b else 0.0

@@ -67,9 +67,12 @@ class Weights:
 class Block:
     def __init__(self, attn_norm: RMSNorm, attn: Attention, ffn_norm: RMSNorm, ffn: Callable):
         self.attn_norm, self.attn, self.ffn_norm, self.ffn = attn_norm, attn, ffn_norm, ffn
+        self.lookahead: Callable[[torch.Tensor], None] | None = None  # set by the engine to prefetch layer+1
 
     def __call__(self, x: torch.Tensor, segments: list[Segment]) -> torch.Tensor:
         x = x + self.attn(self.attn_norm(x), segments)
+        if self.lookahead is not None:
+            self.lookahead(x)  # x: [T, D] residual stream; starts reads for the next layer before our experts run
         return x + self.ffn(self.ffn_norm(x))
 
 

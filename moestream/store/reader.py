@@ -24,6 +24,10 @@ class ExpertReadError(MoestreamError):
     """A read of expert weights failed or came back short."""
 
 
+class ReadCancelled(Exception):
+    """A background read dropped before it started (not an error: nobody needs those bytes any more)."""
+
+
 def align_down(n: int) -> int:
     return n // ALIGN * ALIGN
 
@@ -103,6 +107,7 @@ class ReadJob:
     key: tuple[int, int]  # (layer, expert)
     chunks: list[Chunk]
     on_done: Callable[["ReadJob"], None]
+    background: bool = False  # a prefetch: queued behind every demand read, cancellable while queued
     error: BaseException | None = None
     submitted: float = 0.0
     latency: float = 0.0  # submit -> last chunk done, seconds
@@ -115,6 +120,10 @@ class ReadJob:
 
     def start(self) -> None:
         self._remaining, self.submitted = len(self.chunks), time.perf_counter()
+
+    @property
+    def finished(self) -> bool:
+        return self._remaining == 0
 
     def chunk_done(self, error: BaseException | None = None) -> None:
         with self._lock:
@@ -130,7 +139,11 @@ class Reader(Protocol):
     name: str
     file: DirectFile
 
-    def submit(self, job: ReadJob) -> None: ...
+    def submit(self, job: ReadJob) -> None:
+        """Start reading; demand jobs go ahead of every queued background job."""
+
+    def cancel(self, job: ReadJob) -> None:
+        """Drop a background job's chunks that have not started (each completes with ReadCancelled)."""
 
     def close(self) -> None: ...
 
@@ -154,22 +167,40 @@ def read_chunk(file: DirectFile, job: ReadJob, chunk: Chunk) -> BaseException | 
 
 
 class ThreadReader:
-    """`depth` threads, each a blocking preadv at a time (the GIL is released while the kernel reads)."""
+    """`depth` threads for demand reads, each a blocking preadv at a time (the GIL is released while the kernel
+    reads), and `depth // 2` more for background reads, so a demand read never waits behind a prefetch."""
 
     name = "thread"
 
     def __init__(self, file: DirectFile, depth: int = 16):
         self.file, self.depth = file, depth
         self._pool = ThreadPoolExecutor(depth, thread_name_prefix="moestream-read")
+        self._background = ThreadPoolExecutor(max(1, depth // 2), thread_name_prefix="moestream-prefetch")
+        self._futures: dict[int, list] = {}  # id(background job) -> its chunks' futures
+        self._lock = threading.Lock()
 
     def submit(self, job: ReadJob) -> None:
         job.start()
-        for chunk in job.chunks:
-            self._pool.submit(self._run, job, chunk)
+        pool = self._background if job.background else self._pool
+        futures = [pool.submit(self._run, job, chunk) for chunk in job.chunks]
+        if job.background:
+            with self._lock:
+                self._futures[id(job)] = futures
+
+    def cancel(self, job: ReadJob) -> None:
+        with self._lock:
+            futures = self._futures.pop(id(job), [])
+        for f in futures:
+            if f.cancel():  # not started: it never runs, so signal its chunk here
+                job.chunk_done(ReadCancelled())
 
     def _run(self, job: ReadJob, chunk: Chunk) -> None:
         job.chunk_done(read_chunk(self.file, job, chunk))
+        if job.background and job.finished:
+            with self._lock:
+                self._futures.pop(id(job), None)
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)
+        self._background.shutdown(wait=True)
         self.file.close()

@@ -1,6 +1,7 @@
 """io_uring reader: chunks go into one ring (at most `depth` in flight); a completion thread reaps them with the
 GIL released and signals jobs. Submitters (the engine thread, and the completion thread topping the ring back up)
-share one lock."""
+share one lock. Demand chunks enter the ring before any queued background (prefetch) chunk, and background chunks
+hold at most half the ring, so a demand read always finds room at once."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import threading
 from collections import deque
 
 from ..errors import ConfigError
-from .reader import Chunk, DirectFile, ExpertReadError, ReadJob, short_read_error
+from .reader import Chunk, DirectFile, ExpertReadError, ReadCancelled, ReadJob, short_read_error
 
 _STOP = 0  # tag of the no-op that ends the completion thread
 
@@ -40,7 +41,9 @@ class UringReader:
         self.file, self.depth = file, depth
         self._lock = threading.Lock()
         self._waiting: deque[tuple[ReadJob, Chunk]] = deque()
+        self._background: deque[tuple[ReadJob, Chunk]] = deque()
         self._inflight: dict[int, tuple[ReadJob, Chunk]] = {}
+        self._background_inflight = 0
         self._tags = itertools.count(1)
         self._thread = threading.Thread(target=self._reap_loop, name="moestream-uring", daemon=True)
         self._thread.start()
@@ -48,23 +51,42 @@ class UringReader:
     def submit(self, job: ReadJob) -> None:
         job.start()
         with self._lock:
-            self._waiting.extend((job, c) for c in job.chunks)
+            (self._background if job.background else self._waiting).extend((job, c) for c in job.chunks)
             self._pump()
 
+    def cancel(self, job: ReadJob) -> None:
+        with self._lock:
+            dropped = [item for item in self._background if item[0] is job]
+            if dropped:
+                self._background = deque(item for item in self._background if item[0] is not job)
+        for _ in dropped:
+            job.chunk_done(ReadCancelled())
+
     def _pump(self) -> None:
-        """Move waiting chunks into the ring up to `depth` in flight (caller holds the lock)."""
+        """Move queued chunks into the ring up to `depth` in flight, demand first (caller holds the lock)."""
         queued = False
-        while self._waiting and len(self._inflight) < self.depth:
-            job, chunk = self._waiting[0]
+        while len(self._inflight) < self.depth:
+            queue = self._next_queue()
+            if queue is None:
+                break
+            job, chunk = queue[0]
             tag = next(self._tags)
             addr = ctypes.addressof(ctypes.c_char.from_buffer(chunk.view))
             if not self._ring.queue_read(self.file.fd, addr, len(chunk.view), chunk.offset, tag):
                 break
-            self._waiting.popleft()
+            queue.popleft()
             self._inflight[tag] = (job, chunk)
+            self._background_inflight += job.background
             queued = True
         if queued:
             self._ring.submit()
+
+    def _next_queue(self) -> deque | None:
+        if self._waiting:
+            return self._waiting
+        if self._background and self._background_inflight < max(1, self.depth // 2):
+            return self._background
+        return None
 
     def _reap_loop(self) -> None:
         while True:
@@ -73,6 +95,7 @@ class UringReader:
                     return
                 with self._lock:
                     job, chunk = self._inflight.pop(tag)
+                    self._background_inflight -= job.background
                 job.chunk_done(self._check(job, chunk, result))
             with self._lock:
                 self._pump()

@@ -19,7 +19,8 @@ PROMPTS = ("It was a fine morning, and", "\"Oh, Jo!\" said Meg,", "Poirot looked
 @pytest.fixture(scope="module", params=["lru", "layer"])
 def traced(request, tmp_path_factory):
     d = tmp_path_factory.mktemp(f"trace-{request.param}")
-    args = ["trace", "-n", "40", "--seed", "3", "--ram-budget", "3MiB", "--cache-policy", request.param,
+    # prefetch off: the simulator replays demand lookups only
+    args = ["trace", "-n", "40", "--seed", "3", "--ram-budget", "3MiB", "--cache-policy", request.param, "--no-prefetch",
             "-o", str(d / "t.jsonl"), "--stats-json", str(d / "s.json")]
     for p in PROMPTS:
         args += ["-p", p]
