@@ -32,7 +32,7 @@ class CacheConfig:
     policy: str = "lru"
     pin: tuple[tuple[int, int], ...] = ()  # (layer, expert) kept for the whole run
     mmap: bool = False  # no cache: read experts through the memory map (for comparisons)
-    prefetch: bool = False  # read ahead what the lookahead predictor expects the next layer to use (CLI: on)
+    prefetch: bool = False  # read ahead what the lookahead predictor expects the next layer to use
 
     def __post_init__(self):
         if self.ram_budget is not None and self.ram_budget <= 0:

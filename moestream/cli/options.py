@@ -68,8 +68,9 @@ def add_cache_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--io-chunk", default="4MiB", metavar="SIZE", help="bytes per read request (default %(default)s)")
     g.add_argument("--no-direct", action="store_true", help="buffered reads instead of O_DIRECT")
     g.add_argument("--mmap", action="store_true", help="no cache: read experts through the memory map")
-    g.add_argument("--no-prefetch", action="store_true",
-                   help="do not read ahead the experts the lookahead predictor expects the next layer to use")
+    g.add_argument("--prefetch", action=argparse.BooleanOptionalAction, default=False,
+                   help="read ahead the experts the lookahead predictor expects the next layer to use (default off: "
+                        "on a disk-bound run it measured slower, see docs/benchmarks.md)")
     g.add_argument("--cache-policy", choices=("lru", "layer", "lfu", "layer-lfu"), default="lru",
                    help="eviction: lru, lfu, layer (evict the layers the pass left most recently first; keeps a stable "
                         "part of the model when a step's experts exceed the budget), layer-lfu (layer order, least "
@@ -85,7 +86,7 @@ def cache_config(args: argparse.Namespace) -> CacheConfig:
     return CacheConfig(
         ram_budget=parse_bytes(args.ram_budget) if args.ram_budget else None, reader=args.reader,
         depth=args.io_depth, chunk_bytes=parse_bytes(args.io_chunk), direct=not args.no_direct, mmap=args.mmap,
-        pin=tuple(_pins(args)), policy=args.cache_policy, prefetch=not args.no_prefetch,
+        pin=tuple(_pins(args)), policy=args.cache_policy, prefetch=args.prefetch,
     )
 
 

@@ -127,7 +127,7 @@ def test_a_failed_prefetch_costs_a_reread_not_the_generation():
 
 def test_generated_tokens_do_not_depend_on_prefetch():
     args = ["generate", "-p", "It was a fine morning, and", "-n", "48", "--seed", "5", "--ram-budget", "2MiB"]
-    on, off = run_cli(*args), run_cli(*args, "--no-prefetch")
+    on, off = run_cli(*args, "--prefetch"), run_cli(*args)
     assert on.returncode == 0 and off.returncode == 0, on.stderr + off.stderr
     assert on.stdout == off.stdout
     assert "useful" in on.stderr and "prefetch off" in off.stderr
