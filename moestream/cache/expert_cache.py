@@ -84,6 +84,7 @@ class ExpertCache:
         self._prefetched: queue.SimpleQueue[ReadJob] = queue.SimpleQueue()  # landed, nobody waiting for them
         self._sinks: dict[Key, queue.SimpleQueue] = {}  # prefetch reads in flight -> where their completion goes
         self._predictions: dict[int, set[int]] = {}  # layer -> experts the predictor named for its next acquire
+        self._unused: dict[int, set[Key]] = {}  # layer -> prefetched experts not used yet
         self._check_budget(budget, n_used)
 
     def _check_budget(self, budget: int, n_used: int) -> None:
@@ -102,6 +103,7 @@ class ExpertCache:
         self._score_prediction(layer, experts)
         done: queue.SimpleQueue[ReadJob] = queue.SimpleQueue()
         hits, waiting, inflight = self._lookup(layer, experts, done)  # inflight: key -> index in `experts`
+        self._drop_unused(layer)
         t_issue = time.perf_counter()
         try:
             self._issue(layer, experts, waiting, inflight, done, holding=bool(hits))
@@ -150,6 +152,7 @@ class ExpertCache:
             self.policy.hit(key)
         if entry.prefetched:
             entry.prefetched = False
+            self._unused.get(key[0], set()).discard(key)
             self.stats.prefetch_useful += 1
             self.stats.prefetch_late += late
 
@@ -212,6 +215,7 @@ class ExpertCache:
             self.stats.read_latency.add(job.latency)
         if job.error is not None:
             self.stats.read_errors += not isinstance(job.error, ReadCancelled)
+            self._unused.get(job.key[0], set()).discard(job.key)
             del self._entries[job.key]
             self.policy.removed(job.key)
             self.pool.give(entry.slot)
@@ -263,7 +267,9 @@ class ExpertCache:
             del self._entries[key]
             self.policy.removed(key)
             self.stats.evictions += 1
-            self.stats.prefetch_wasted += entry.prefetched
+            if entry.prefetched:
+                self.stats.prefetch_wasted += 1
+                self._unused[key[0]].discard(key)
             return entry.slot
         return None
 
@@ -288,12 +294,14 @@ class ExpertCache:
         with self._lock:
             self._sinks[key] = self._prefetched
         self._entries[key] = Entry(slot, prefetched=True, job=job)
+        self._unused.setdefault(key[0], set()).add(key)
         try:
             self.reader.submit(job)
         except BaseException:
             with self._lock:
                 del self._sinks[key]
             del self._entries[key]
+            self._unused[key[0]].discard(key)
             self.pool.give(slot)
             raise
         self.policy.inserted(key)
@@ -323,6 +331,21 @@ class ExpertCache:
                 self.reader.cancel(job)
         self._complete(self._next_done(self._prefetched))
         self._reap_prefetches()
+
+    def _drop_unused(self, layer: int) -> None:
+        """The layer's acquire came and did not use these prefetches: free their slots now (a queued read is
+        cancelled; one in flight is dropped when it lands) rather than let them push out experts in use."""
+        for key in list(self._unused.get(layer, ())):
+            entry = self._entries[key]
+            if entry.job is not None:
+                self.reader.cancel(entry.job)
+                continue
+            if entry.refs == 0:
+                del self._entries[key]
+                self._unused[layer].discard(key)
+                self.policy.removed(key)
+                self.pool.give(entry.slot)
+                self.stats.prefetch_wasted += 1
 
     def _score_prediction(self, layer: int, experts: list[int]) -> None:
         predicted = self._predictions.pop(layer, None)
