@@ -12,7 +12,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -66,14 +66,6 @@ class StepInfo:
     seconds: float
     sequences: int
     tokens: int
-
-
-@dataclass
-class SchedulerStats:
-    steps: int = 0
-    running: int = 0
-    waiting: int = 0
-    step_log: list[StepInfo] = field(default_factory=list)  # cleared by whoever reads it (metrics)
 
 
 class Scheduler:

@@ -105,7 +105,7 @@ class _Api:
             reply = Reply(kind, served.model_id, len(prompt))
             if parsed.options.stream:
                 events = self.worker.stream(ereq)
-                first = await _first_event(events)  # QueueFull surfaces here, before the 200 is sent
+                first = await anext(events)  # QueueFull surfaces here, before the 200 is sent
                 self.m.requests.labels(endpoint, "200").inc()
                 gen = self._sse(reply, parsed.options, served, events, first, echo, ereq)
                 return StreamingResponse(gen, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
@@ -250,10 +250,6 @@ class _Api:
         if reply.finish_reason:
             self.m.prompt_tokens.inc(reply.prompt_tokens)
         return piece
-
-
-async def _first_event(events: AsyncIterator):
-    return await anext(events)
 
 
 def _sse(obj: dict) -> bytes:

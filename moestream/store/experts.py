@@ -26,7 +26,7 @@ class ExpertStore:
 
     def __init__(self, gguf: GGUFFile, n_layers: int, n_experts: int):
         self.gguf, self.n_layers, self.n_experts = gguf, n_layers, n_experts
-        self.layout = "merged" if f"blk.0.ffn_gate_exps.weight" in gguf.tensors else "per-expert"
+        self.layout = "merged" if "blk.0.ffn_gate_exps.weight" in gguf.tensors else "per-expert"
         self._check_present()
 
     def tensor_names(self) -> set[str]:

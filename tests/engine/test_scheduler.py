@@ -22,7 +22,9 @@ N = 12
 
 
 def collect(sched: Scheduler, prompts, params=GREEDY, n=N, **kw) -> list[list[int]]:
-    """Submit every prompt, step until all finish; returns each request's tokens."""
+    """Submit every prompt (params: one for all, or a list, one per prompt), step until all finish; returns each
+    request's tokens."""
+    per_prompt = params if isinstance(params, list) else [params] * len(prompts)
     out = [[] for _ in prompts]
     done = [None] * len(prompts)
 
@@ -34,8 +36,8 @@ def collect(sched: Scheduler, prompts, params=GREEDY, n=N, **kw) -> list[list[in
                 done[i] = ev.finish_reason
         return f
 
-    for i, p in enumerate(prompts):
-        sched.submit(EngineRequest(list(p), params, n, on_event(i), **kw))
+    for i, (p, sp) in enumerate(zip(prompts, per_prompt)):
+        sched.submit(EngineRequest(list(p), sp, n, on_event(i), **kw))
     while any(d is None for d in done):
         sched.step()
     return out
@@ -58,21 +60,7 @@ def test_batched_sampling_equals_each_sequence_alone_with_seeds(tiny):
     params = [SamplingParams(temperature=1.0, seed=s) for s in range(len(PROMPTS))]
     alone = [[e.token for e in generate(tiny.model, p, sp, N, context_length=64)] for p, sp in zip(PROMPTS, params)]
     sched = Scheduler(tiny.model, 64, max_batch=2, prefill_tokens=4)  # joins and leaves mid-run, prompts in slices
-    together = _collect_mixed(Scheduler(tiny.model, 64, max_batch=2, prefill_tokens=4), PROMPTS, params)
-    assert together == alone
-
-
-def _collect_mixed(sched, prompts, params):
-    out, done = [[] for _ in prompts], [False] * len(prompts)
-    for i, (p, sp) in enumerate(zip(prompts, params)):
-        def f(ev, i=i):
-            if ev.token is not None:
-                out[i].append(ev.token)
-            done[i] = done[i] or bool(ev.finish_reason)
-        sched.submit(EngineRequest(list(p), sp, N, f))
-    while not all(done):
-        sched.step()
-    return out
+    assert collect(sched, PROMPTS, params) == alone
 
 
 def test_one_read_per_expert_per_step_under_a_tight_budget():
