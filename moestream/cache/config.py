@@ -32,7 +32,10 @@ class CacheConfig:
     policy: str = "lru"
     pin: tuple[tuple[int, int], ...] = ()  # (layer, expert) kept for the whole run
     mmap: bool = False  # no cache: read experts through the memory map (for comparisons)
-    prefetch: bool = False  # read ahead what the lookahead predictor expects the next layer to use
+    prefetch: bool = False  # read ahead what the predictor expects the next layers to use
+    predictor: str = "lookahead"  # lookahead, history or combined (prefetch/predictors.py)
+    prefetch_depth: int = 1  # MoE layers ahead to predict
+    prefetch_threshold: float = 0.0  # least predicted chance (0..1) an expert needs to be read ahead
 
     def __post_init__(self):
         if self.ram_budget is not None and self.ram_budget <= 0:
@@ -43,6 +46,12 @@ class CacheConfig:
             raise ConfigError("--io-depth must be between 1 and 256")
         if self.chunk_bytes < 4096 or self.chunk_bytes % 4096:
             raise ConfigError("--io-chunk must be a positive multiple of 4 KiB")
+        if self.predictor not in ("lookahead", "history", "combined"):
+            raise ConfigError(f"unknown predictor {self.predictor!r}; choose lookahead, history or combined")
+        if not 1 <= self.prefetch_depth <= 8:
+            raise ConfigError("--prefetch-depth must be between 1 and 8")
+        if not 0.0 <= self.prefetch_threshold <= 1.0:
+            raise ConfigError("--prefetch-threshold must be between 0 and 1")
 
 
 def available_memory() -> int:

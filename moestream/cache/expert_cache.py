@@ -3,10 +3,14 @@ once, misses as their reads complete — all reads of a layer's misses issued to
 hard budget; eviction follows a policy; pinned experts are never evicted.
 
 `prefetch(layer, experts)` starts background reads of experts a predictor expects soon, into slots of the same
-budget (never evicting what is in use, another unused prefetch, or an expert of the layer prefetched for). An
-acquire that meets a prefetch still in flight takes its completion over instead of reading again; prefetches
-that were not needed are counted as wasted when evicted, and queued ones are cancelled when a demand read needs
-their slots.
+budget (never evicting what is in use, another unused prefetch, or an expert of the layers between the one being
+served and the one prefetched for: they come first). Predicted experts that are already resident are protected: eviction passes
+over them until their layer's acquire. An acquire that meets a prefetch still in flight takes its completion
+over instead of reading again; prefetches the layer's acquire did not use are dropped then (queued reads
+cancelled), and queued ones are cancelled when a demand read finds no slot.
+
+`on_acquire(layer, experts)`, when set, is called once an acquire has issued its demand reads: the prefetcher
+predicts from there, so its reads queue behind the demand ones.
 
 Single consumer: only the engine thread calls acquire/prefetch/pin; reader threads only complete jobs into queues
 (a prefetch's completion goes to whichever queue `_sinks` names when it lands, under `_lock`)."""
@@ -33,6 +37,7 @@ from .tiers import RamPool, Slot
 Key = tuple[int, int]  # (layer, expert)
 Batch = list[tuple[int, ExpertWeights]]  # (index into the requested list, weights)
 DEFAULT_CHUNK = 4 << 20  # bytes per read request; several per expert keep the device queue deep
+PREFETCH_CHUNK = 1 << 20  # smaller for prefetches: a demand read waits for at most a few of them to clear
 READ_TIMEOUT = 120.0  # seconds without any completed read before a step fails instead of hanging
 
 
@@ -85,6 +90,10 @@ class ExpertCache:
         self._sinks: dict[Key, queue.SimpleQueue] = {}  # prefetch reads in flight -> where their completion goes
         self._predictions: dict[int, set[int]] = {}  # layer -> experts the predictor named for its next acquire
         self._unused: dict[int, set[Key]] = {}  # layer -> prefetched experts not used yet
+        self._protected: dict[int, set[Key]] = {}  # layer -> resident experts predicted for its next acquire
+        self._current = 0  # the layer being served
+        self.on_acquire = None  # Callable[[layer, experts], None]: the prefetcher
+        self.prefetcher = ""  # what predicts, for the run summary ("" when prefetch is off)
         self._check_budget(budget, n_used)
 
     def _check_budget(self, budget: int, n_used: int) -> None:
@@ -101,12 +110,16 @@ class ExpertCache:
         """Yields batches of ready experts; a batch stays valid until the next one is requested."""
         self._reap_prefetches()
         self._score_prediction(layer, experts)
+        self._current = layer
+        self._protected.pop(layer, None)
         done: queue.SimpleQueue[ReadJob] = queue.SimpleQueue()
         hits, waiting, inflight = self._lookup(layer, experts, done)  # inflight: key -> index in `experts`
         self._drop_unused(layer)
         t_issue = time.perf_counter()
         try:
             self._issue(layer, experts, waiting, inflight, done, holding=bool(hits))
+            if self.on_acquire is not None:
+                self.on_acquire(layer, experts)
             if hits:
                 yield [(i, self._entries[(layer, experts[i])].weights) for i in hits]
                 self._release([(layer, experts[i]) for i in hits])
@@ -162,7 +175,10 @@ class ExpertCache:
             if key not in self._sinks:
                 return False
             self._sinks[key] = done
-            return True
+        job = self._entries[key].job
+        if job is not None:
+            self.reader.promote(job)  # it is a demand read now
+        return True
 
     def _issue(self, layer: int, experts: list[int], waiting: list[int], inflight: dict, done,
                holding: bool = False) -> None:
@@ -248,21 +264,29 @@ class ExpertCache:
             self._entries[key].refs -= 1
 
     def _free_slot(self, for_prefetch: int | None = None) -> Slot | None:
-        """A free slot, else one taken from the policy's first evictable victim. A prefetch for layer
-        `for_prefetch` evicts no expert of that layer and no unused prefetch; a demand read that finds nothing
-        cancels queued prefetches and waits for one in flight to land, rather than failing."""
-        slot = self.pool.take() or self._evict(for_prefetch)
-        if slot is None and for_prefetch is None and self._pending_prefetches():
-            self._drain_prefetches()
-            slot = self.pool.take() or self._evict(None)
+        """A free slot, else one taken from the policy's first evictable victim, passing over protected experts.
+        A prefetch for layer `for_prefetch` evicts no unused prefetch, nothing protected, and no expert of the
+        layers between the one being served and its own; a demand read takes a protected expert rather than
+        nothing, and then cancels queued prefetches and waits for one in flight to land, rather than failing."""
+        slot = self.pool.take() or self._evict(for_prefetch, spare_protected=True)
+        if slot is None and for_prefetch is None:
+            slot = self._evict(None, spare_protected=False)
+            if slot is None and self._pending_prefetches():
+                self._drain_prefetches()
+                slot = self.pool.take() or self._evict(None, spare_protected=False)
         return slot
 
-    def _evict(self, for_prefetch: int | None) -> Slot | None:
+    def _evictable(self, key: Key, entry: Entry, for_prefetch: int | None, spare_protected: bool) -> bool:
+        if entry.refs or entry.weights is None or entry.pinned:
+            return False
+        if spare_protected and key in self._protected.get(key[0], ()):
+            return False
+        return for_prefetch is None or not (entry.prefetched or self._current < key[0] < for_prefetch)
+
+    def _evict(self, for_prefetch: int | None, spare_protected: bool) -> Slot | None:
         for key in self.policy.victims():
             entry = self._entries[key]
-            if entry.refs or entry.weights is None or entry.pinned:
-                continue
-            if for_prefetch is not None and (key[0] == for_prefetch or entry.prefetched):
+            if not self._evictable(key, entry, for_prefetch, spare_protected):
                 continue
             del self._entries[key]
             self.policy.removed(key)
@@ -279,10 +303,12 @@ class ExpertCache:
         """Start background reads of `experts` of `layer` that are neither cached nor in flight, while slots
         allow; remembers the prediction to score it against the next acquire of `layer`."""
         self._reap_prefetches()
-        self._predictions[layer] = set(experts)
+        self._predictions.setdefault(layer, set()).update(experts)
         for e in experts:
             key = (layer, e)
             if key in self._entries:
+                if not self._entries[key].prefetched:
+                    self._protected.setdefault(layer, set()).add(key)
                 continue
             slot = self._free_slot(for_prefetch=layer)
             if slot is None:
@@ -290,7 +316,8 @@ class ExpertCache:
             self._start_prefetch(key, slot)
 
     def _start_prefetch(self, key: Key, slot: Slot) -> None:
-        job = ReadJob(key, self.layout.chunks(*key, slot.view, self.chunk_bytes), self._route, background=True)
+        chunks = self.layout.chunks(*key, slot.view, min(self.chunk_bytes, PREFETCH_CHUNK))
+        job = ReadJob(key, chunks, self._route, background=True)
         with self._lock:
             self._sinks[key] = self._prefetched
         self._entries[key] = Entry(slot, prefetched=True, job=job)
@@ -329,7 +356,9 @@ class ExpertCache:
         for job in jobs:
             if job is not None:
                 self.reader.cancel(job)
+        t0 = time.perf_counter()
         self._complete(self._next_done(self._prefetched))
+        self.stats.io_wait_seconds += time.perf_counter() - t0  # a demand read stalled on it: I/O wait too
         self._reap_prefetches()
 
     def _drop_unused(self, layer: int) -> None:

@@ -69,8 +69,15 @@ def add_cache_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--no-direct", action="store_true", help="buffered reads instead of O_DIRECT")
     g.add_argument("--mmap", action="store_true", help="no cache: read experts through the memory map")
     g.add_argument("--prefetch", action=argparse.BooleanOptionalAction, default=False,
-                   help="read ahead the experts the lookahead predictor expects the next layer to use (default off: "
+                   help="read ahead the experts the predictor expects the next layers to use (default off: "
                         "on a disk-bound run it measured slower, see docs/benchmarks.md)")
+    g.add_argument("--predictor", choices=("lookahead", "history", "combined"), default="lookahead",
+                   help="lookahead (the next layers' routers on this layer's hidden state), history (per-layer "
+                        "transitions learned online) or combined (default %(default)s)")
+    g.add_argument("--prefetch-depth", type=int, default=1, metavar="N",
+                   help="MoE layers ahead to predict and read (default %(default)s)")
+    g.add_argument("--prefetch-threshold", type=float, default=0.0, metavar="P",
+                   help="least predicted chance (0-1) for an expert to be read ahead (default %(default)s)")
     g.add_argument("--cache-policy", choices=("lru", "layer", "lfu", "layer-lfu"), default="lru",
                    help="eviction: lru, lfu, layer (evict the layers the pass left most recently first; keeps a stable "
                         "part of the model when a step's experts exceed the budget), layer-lfu (layer order, least "
@@ -87,6 +94,7 @@ def cache_config(args: argparse.Namespace) -> CacheConfig:
         ram_budget=parse_bytes(args.ram_budget) if args.ram_budget else None, reader=args.reader,
         depth=args.io_depth, chunk_bytes=parse_bytes(args.io_chunk), direct=not args.no_direct, mmap=args.mmap,
         pin=tuple(_pins(args)), policy=args.cache_policy, prefetch=args.prefetch,
+        predictor=args.predictor, prefetch_depth=args.prefetch_depth, prefetch_threshold=args.prefetch_threshold,
     )
 
 

@@ -1,12 +1,14 @@
 """`moestream simulate`: replay a routing trace against cache policies and budgets, with Belady's MIN as the
-upper bound; prints hit rates as a table, optionally plots hit rate against budget."""
+upper bound; prints hit rates as a table, optionally plots hit rate against budget. With `--prefetch`, also
+replays a predictor's read-ahead with each policy: its precision and recall, hit rates, and reads per lookup
+(the bytes it costs, comparable with a demand cache's miss rate)."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
-from ..engine.simulation import POLICY_NAMES, budget_slots, hit_rates
+from ..engine.simulation import POLICY_NAMES, PrefetchSpec, budget_slots, hit_rates, prefetch_rates
 from ..engine.trace import read_trace
 from ..errors import ConfigError
 
@@ -19,11 +21,15 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "(default: 25%% 50%% 75%%)")
     p.add_argument("--policy", nargs="+", default=list(POLICY_NAMES), choices=POLICY_NAMES,
                    help="policies to replay (default: all; belady is the offline optimum)")
+    p.add_argument("--prefetch", nargs="+", default=[], metavar="SPEC",
+                   help="also replay prefetch: PREDICTOR:DEPTH:THRESHOLD, e.g. lookahead:1:0 combined:2:0.3 "
+                        "(lookahead needs a trace recorded with --ahead DEPTH)")
     p.add_argument("--plot", metavar="FILE.png", help="also draw hit rate against budget, one line per policy")
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    specs = [PrefetchSpec.parse(text) for text in args.prefetch]
     trace = read_trace(args.trace)
     slots = [budget_slots(b, trace.header) for b in args.budget]
     table = hit_rates(trace, slots, args.policy)
@@ -32,9 +38,21 @@ def run(args: argparse.Namespace) -> int:
     print(f"{'budget':>16} " + " ".join(f"{p:>8}" for p in args.policy))
     for budget, n in zip(args.budget, slots):
         print(f"{f'{budget} ({n} experts)':>16} " + " ".join(f"{table[p][n]:>8.1%}" for p in args.policy))
+    for spec in specs:
+        _print_prefetch(trace, args, slots, spec)
     if args.plot:
         _plot(trace, args.policy, args.plot, total)
     return 0
+
+
+def _print_prefetch(trace, args: argparse.Namespace, slots: list[int], spec: PrefetchSpec) -> None:
+    table, quality = prefetch_rates(trace, slots, args.policy, spec)
+    print(f"\nprefetch {spec}: precision {quality.precision:.1%}, recall {quality.recall:.1%}; "
+          f"hit rate / reads per lookup")
+    print(f"{'budget':>16} " + " ".join(f"{p:>15}" for p in table))
+    for budget, n in zip(args.budget, slots):
+        cells = [f"{table[p][n].hit_rate:.1%} / {table[p][n].read_rate:.1%}" for p in table]
+        print(f"{f'{budget} ({n} experts)':>16} " + " ".join(f"{c:>15}" for c in cells))
 
 
 def _plot(trace, policies: list[str], path: str, total: int) -> None:

@@ -15,7 +15,8 @@ def print_run_summary(r: dict) -> None:
         f"decode   {r['decode_tokens']:>6} tokens  {r['decode_tps']:9.2f} tok/s   step p50 {r['step_ms']['p50']:.1f} ms"
         f" p95 {r['step_ms']['p95']:.1f} p99 {r['step_ms']['p99']:.1f}",
         f"compute per token p50 {r['compute_ms_per_token']['p50']:.1f} ms p95 {r['compute_ms_per_token']['p95']:.1f}"
-        f" p99 {r['compute_ms_per_token']['p99']:.1f} | waiting on I/O {100 * r['io_wait_share']:.1f}% of decode",
+        f" p99 {r['compute_ms_per_token']['p99']:.1f} | waiting on I/O {100 * r['io_wait_share']:.1f}% of decode"
+        f" ({r['io_wait_ms_per_token']:.1f} ms/token)",
     ]
     if "lookups" in r:
         lat = r["read_latency_ms"]
@@ -41,9 +42,9 @@ def _prefetch_line(r: dict) -> str:
         return "prefetch off"
     prec, rec = r["predictor_precision"], r["predictor_recall"]
     mean = lambda d: sum(d.values()) / len(d) if d else 0.0  # noqa: E731
-    return (f"prefetch {r['prefetch_issued']} issued, {r['prefetch_useful']} useful ({r['prefetch_late']} late), "
-            f"{r['prefetch_wasted']} wasted, {r['prefetch_cancelled']} cancelled; lookahead precision "
-            f"{100 * mean(prec):.0f}% recall {100 * mean(rec):.0f}% (mean over layers)")
+    return (f"prefetch ({r['predictor']}) {r['prefetch_issued']} issued, {r['prefetch_useful']} useful "
+            f"({r['prefetch_late']} late), {r['prefetch_wasted']} wasted, {r['prefetch_cancelled']} cancelled; "
+            f"predictor precision {100 * mean(prec):.0f}% recall {100 * mean(rec):.0f}% (mean over layers)")
 
 
 def write_json(path: str | None, r: dict) -> None:

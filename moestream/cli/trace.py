@@ -24,6 +24,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--prompts", metavar="FILE", help="a text file with one prompt per line")
     p.add_argument("-n", "--n-predict", type=int, default=128, metavar="N", help="tokens per prompt (default %(default)s)")
     p.add_argument("-o", "--output", required=True, metavar="FILE", help="trace file to write (JSON lines)")
+    p.add_argument("--ahead", type=int, default=0, metavar="D",
+                   help="also record the next D layers' router probabilities on each layer's hidden state, for "
+                        "offline predictor studies (`moestream simulate --prefetch`) (default %(default)s)")
     add_sampling_flags(p)
     add_cache_flags(p)
     p.set_defaults(run=run)
@@ -31,14 +34,16 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     prompts = _prompts(args)
+    if not 0 <= args.ahead <= 8:
+        raise ConfigError("--ahead must be between 0 and 8")
     params = sampling_params(args)
     lm = load_model(model_path(args), threads=args.threads, cache=cache_config(args))
     try:
         if not lm.args.n_experts:
             raise ConfigError(f"{lm.path.name} has no routed experts: there is no routing to trace")
         with _open_output(args.output) as out:
-            out.write(json.dumps(trace_header(lm)) + "\n")
-            recorder, tok, meter = RoutingRecorder(lm.model, out), Tokenizer.from_gguf(lm.gguf), StepMeter(lm.cache)
+            out.write(json.dumps(trace_header(lm, args.ahead)) + "\n")
+            recorder, tok, meter = RoutingRecorder(lm.model, out, args.ahead), Tokenizer.from_gguf(lm.gguf), StepMeter(lm.cache)
             ctx, stop = context_length(args, lm.args.context_length), set(tok.eog_ids)
             prompt_tokens = prefill_s = 0
             for text in prompts:

@@ -21,7 +21,8 @@ from ..cache.config import CacheConfig
 from ..cache.expert_cache import ExpertCache
 from ..store.experts import ExpertStore
 from ..telemetry import rss_bytes
-from ..prefetch.lookahead import install_lookahead
+from ..prefetch.lookahead import Prefetcher
+from ..prefetch.predictors import make_predictor
 from .streaming import open_cache
 
 PROGRESS_MIN_BYTES = 256 << 20  # show a progress bar only when loading this much
@@ -111,10 +112,16 @@ def load_model(path: str | Path, progress: bool = True, threads: int | None = No
         torch.set_num_threads(1)
     model = DecoderModel(info.args, info.spec, resident, source, compute)
     if expert_cache is not None and cache.prefetch:
-        install_lookahead(model, expert_cache)
+        _install_prefetch(model, expert_cache, cache)
     info.gguf.release_pages()  # header pages (vocabulary strings) are parsed already
     return LoadedModel(Path(path), info.gguf, info.args, info.spec, model, info.experts, info.resident_bytes,
                        expert_cache, rss_bytes())
+
+
+def _install_prefetch(model: DecoderModel, expert_cache, cache: CacheConfig) -> None:
+    a = model.args
+    predictor = make_predictor(cache.predictor, a.n_layers, a.n_experts, a.n_experts_used, cache.prefetch_depth)
+    Prefetcher(model, expert_cache, predictor, cache.prefetch_depth, cache.prefetch_threshold).install(model)
 
 
 def _load_resident(gguf: GGUFFile, names: list[str], progress: bool) -> dict[str, QuantWeight]:

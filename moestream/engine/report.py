@@ -50,6 +50,7 @@ def run_summary(lm: LoadedModel, prompt_tokens: int, prefill_seconds: float, met
         "decode_tokens": n, "decode_seconds": decode_seconds, "decode_tps": n / decode_seconds if decode_seconds else 0.0,
         "step_ms": meter.steps.summary(1e3), "compute_ms_per_token": meter.compute.summary(1e3),
         "io_wait_share": meter.io_wait / decode_seconds if decode_seconds else 0.0,
+        "io_wait_ms_per_token": 1e3 * meter.io_wait / n if n else 0.0,  # stall time per decoded token
         "decode_bytes_read_per_token": meter.bytes_read / n if n else 0.0,
         "resident_bytes": lm.resident_bytes, "expert_bytes": lm.expert_bytes,
         "rss_after_load_bytes": lm.rss_after_load, "peak_rss_bytes": peak_rss_bytes(),
@@ -83,7 +84,7 @@ def prefetch_summary(cache: ExpertCache) -> dict:
     layers = sorted({layer for layer, _ in s.predicted})
     per_layer = {layer: {k: s.predicted[(layer, k)] for k in ("tp", "fp", "fn")} for layer in layers}
     return {
-        "prefetch": bool(layers) or s.prefetch_issued > 0, "prefetch_issued": s.prefetch_issued,
+        "prefetch": bool(cache.prefetcher), "predictor": cache.prefetcher, "prefetch_issued": s.prefetch_issued,
         "prefetch_useful": s.prefetch_useful, "prefetch_late": s.prefetch_late,
         "prefetch_wasted": s.prefetch_wasted, "prefetch_cancelled": s.prefetch_cancelled,
         "predictor_precision": {layer: _ratio(c["tp"], c["tp"] + c["fp"]) for layer, c in per_layer.items()},

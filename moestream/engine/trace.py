@@ -2,8 +2,11 @@
 to and their router probabilities. Recorded by tapping each MoE block's router during real generation; replayed
 offline by `moestream simulate` (cache policies, Belady's MIN) and by predictor studies.
 
-A trace file is JSON lines: a header {"trace": 1, "model", "n_layers", "n_experts", "k", "expert_bytes"}, then
-one record per step and layer {"seq", "step", "layer", "positions": [T], "experts": [T][k], "probs": [T][k]}."""
+A trace file is JSON lines: a header {"trace": 1, "model", "n_layers", "n_experts", "k", "expert_bytes",
+"slot_bytes", "ahead"}, then one record per step and layer {"seq", "step", "layer", "positions": [T],
+"experts": [T][k], "probs": [T][k]}. With `ahead` D > 0, a record also has "ahead": {target layer: [T][E]}: the
+routers of the next D MoE layers applied to this layer's residual stream (what the lookahead predictor sees), so
+predictors can be studied offline."""
 
 from __future__ import annotations
 
@@ -18,14 +21,14 @@ import torch
 from ..errors import ConfigError
 
 
-def trace_header(lm) -> dict:
+def trace_header(lm, ahead: int = 0) -> dict:
     """The first line of a trace: what the simulator needs to turn budgets into cache slots."""
     from ..cache.layout import SlotLayout
 
     a = lm.args
     slot = lm.cache.layout.slot_size if lm.cache is not None else SlotLayout(lm.experts).slot_size
     return {"trace": 1, "model": lm.path.name, "n_layers": a.n_layers, "n_experts": a.n_experts,
-            "k": a.n_experts_used, "expert_bytes": lm.expert_bytes, "slot_bytes": slot}
+            "k": a.n_experts_used, "expert_bytes": lm.expert_bytes, "slot_bytes": slot, "ahead": ahead}
 
 
 class _Tap:
@@ -33,6 +36,9 @@ class _Tap:
 
     def __init__(self, router, layer: int, recorder: "RoutingRecorder"):
         self.router, self.layer, self.recorder = router, layer, recorder
+
+    def __getattr__(self, name: str):  # gate_inp, k, ...: the prefetcher's lookahead reads them
+        return getattr(self.router, name)
 
     def __call__(self, x: torch.Tensor):
         ids, weights = self.router(x)
@@ -42,20 +48,40 @@ class _Tap:
 
 
 class RoutingRecorder:
-    """Taps every MoE block of `model` and writes one record per forward step and layer to `out`.
+    """Taps every MoE block of `model` and writes one record per forward step and layer to `out`; with `ahead`,
+    also the next `ahead` MoE layers' router probabilities on each layer's residual stream.
 
     A step starts when the first MoE layer routes; its tokens take the next positions of the current sequence
     (prefill chunks, then one token per decode step), so generation code needs no hooks. Call `new_sequence()`
     before each prompt."""
 
-    def __init__(self, model, out: IO[str]):
-        self.out = out
+    def __init__(self, model, out: IO[str], ahead: int = 0):
+        self.out, self.blocks, self.ahead = out, model.blocks, ahead
         self.layers = []
+        self._x: dict[int, torch.Tensor] = {}  # layer -> its residual stream this step
         for i, block in enumerate(model.blocks):
             if hasattr(block.ffn, "router"):
                 block.ffn.router = _Tap(block.ffn.router, i, self)
                 self.layers.append(i)
+                if ahead:
+                    block.lookahead = self._keep(i, block.lookahead)
         self._seq, self._step, self._next_pos, self._positions = -1, -1, 0, []
+
+    def _keep(self, layer: int, inner):
+        def keep(x: torch.Tensor) -> None:
+            self._x[layer] = x
+            if inner is not None:
+                inner(x)
+
+        return keep
+
+    def _ahead(self, layer: int) -> dict:
+        from ..prefetch.lookahead import router_lookahead
+
+        pos = self.layers.index(layer)
+        targets = self.layers[pos + 1:pos + 1 + self.ahead]
+        probs = router_lookahead(self.blocks, layer, self._x.pop(layer), targets)
+        return {str(t): [[round(v, 6) for v in row] for row in p.tolist()] for t, p in probs.items()}
 
     def new_sequence(self) -> None:
         self._seq, self._next_pos = self._seq + 1, 0
@@ -67,6 +93,8 @@ class RoutingRecorder:
             self._next_pos += n
         rec = {"seq": self._seq, "step": self._step, "layer": layer, "positions": self._positions,
                "experts": ids.tolist(), "probs": [[round(p, 5) for p in row] for row in probs.tolist()]}
+        if self.ahead:
+            rec["ahead"] = self._ahead(layer)
         self.out.write(json.dumps(rec, separators=(",", ":")) + "\n")
 
 

@@ -1,42 +1,69 @@
-"""The lookahead predictor (Eliseev & Mazur, "Fast Inference of Mixture-of-Experts Language Models with
-Offloading", 2023): the residual stream changes little from one layer to the next, so layer L+1's router applied
-to layer L's hidden state already names most of the experts L+1 will pick. Run while layer L computes, it gives
-the reader a layer's worth of time to fetch them."""
+"""The prefetcher: wires a predictor between the model and the expert cache.
+
+Each decoder block hands the prefetcher its residual stream after attention (`Block.lookahead`); when the block's
+MoE layer has routed and the cache has issued that layer's demand reads (`ExpertCache.on_acquire`), the predictor
+scores the next `depth` layers and the cache reads ahead the likely experts at background priority. Issuing after
+the demand reads keeps every demand read ahead of the prefetches in the reader's queue.
+
+The lookahead input (Eliseev & Mazur, "Fast Inference of Mixture-of-Experts Language Models with Offloading",
+2023): the residual stream changes little from one layer to the next, so layer L+d's norm and router applied to
+layer L's residual already name most of the experts L+d will pick."""
 
 from __future__ import annotations
 
 import torch
 
-
-class Lookahead:
-    """Layer L+1's RMSNorm and router on layer L's residual stream [T, D] -> the experts L+1 is likely to use:
-    each token's top `k` (the router's own k), united over the tokens of the step."""
-
-    def __init__(self, next_norm, next_gate, k: int):
-        self.next_norm, self.next_gate, self.k = next_norm, next_gate, k
-
-    def predict(self, x: torch.Tensor) -> list[int]:
-        logits = self.next_gate(self.next_norm(x))  # [T, E]
-        return torch.unique(logits.topk(self.k, dim=-1).indices).tolist()
+from .predictors import Ahead, Predictor, choose
 
 
-class PrefetchHook:
-    """Called by decoder block L with its residual stream after attention: asks the cache to read ahead what
-    the predictor expects layer L+1 to need."""
+def router_lookahead(blocks, layer: int, x: torch.Tensor, targets: list[int]) -> Ahead:
+    """x: [T, D] layer `layer`'s residual stream -> {target: [T, E] the target router's probabilities on it}."""
+    out = {}
+    for t in targets:
+        router = blocks[t].ffn.router
+        logits = router.gate_inp(blocks[t].ffn_norm(x))  # [T, E]
+        out[t] = torch.softmax(logits.float(), dim=-1)
+    return out
 
-    def __init__(self, predictor: Lookahead, cache, next_layer: int):
-        self.predictor, self.cache, self.next_layer = predictor, cache, next_layer
 
-    def __call__(self, x: torch.Tensor) -> None:
-        self.cache.prefetch(self.next_layer, self.predictor.predict(x))
+def moe_layers(model) -> list[int]:
+    return [i for i, b in enumerate(model.blocks) if getattr(b.ffn, "router", None) is not None]
 
 
-def install_lookahead(model, cache) -> int:
-    """Hook every block whose successor routes experts; returns how many were hooked."""
-    hooked = 0
-    for i, (block, nxt) in enumerate(zip(model.blocks, model.blocks[1:])):
-        router = getattr(nxt.ffn, "router", None)
-        if router is not None:
-            block.lookahead = PrefetchHook(Lookahead(nxt.ffn_norm, router.gate_inp, router.k), cache, i + 1)
-            hooked += 1
-    return hooked
+class Prefetcher:
+    """threshold: least score an expert needs to be read ahead; depth: how many MoE layers ahead to look."""
+
+    def __init__(self, model, cache, predictor: Predictor, depth: int, threshold: float):
+        self.blocks, self.cache, self.predictor = model.blocks, cache, predictor
+        self.depth, self.threshold = depth, threshold
+        self.layers = moe_layers(model)
+        self.n_experts = cache.store.n_experts
+        self._x: dict[int, torch.Tensor] = {}  # layer -> its residual stream this step, until it routes
+
+    def install(self, model) -> None:
+        for i in self.layers:
+            model.blocks[i].lookahead = self._hook(i)
+        self.cache.on_acquire = self.after_acquire
+        self.cache.prefetcher = f"{self.predictor.name}, depth {self.depth}, threshold {self.threshold:g}"
+
+    def _hook(self, layer: int):
+        def see(x: torch.Tensor) -> None:
+            self._x[layer] = x
+
+        return see
+
+    def after_acquire(self, layer: int, experts: list[int]) -> None:
+        """The cache has issued `layer`'s demand reads: read ahead for the layers after it."""
+        x = self._x.pop(layer, None)
+        if layer not in self.layers:
+            return
+        pos = self.layers.index(layer)
+        targets = self.layers[pos + 1:pos + 1 + self.depth]
+        ahead = None  # the predictor still sees the last layer's routing: history learns from it
+        if self.predictor.uses_router and x is not None and targets:
+            with torch.no_grad():
+                ahead = router_lookahead(self.blocks, layer, x, targets)
+        scores = self.predictor.predict(layer, experts, ahead, targets)
+        for t in targets:  # nearest first: it is needed first and predicted best
+            if t in scores:
+                self.cache.prefetch(t, choose(scores[t], self.threshold, self.n_experts))

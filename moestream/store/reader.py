@@ -145,6 +145,9 @@ class Reader(Protocol):
     def cancel(self, job: ReadJob) -> None:
         """Drop a background job's chunks that have not started (each completes with ReadCancelled)."""
 
+    def promote(self, job: ReadJob) -> None:
+        """A demand read now waits for this background job: read its remaining chunks as demand."""
+
     def close(self) -> None: ...
 
 
@@ -168,7 +171,8 @@ def read_chunk(file: DirectFile, job: ReadJob, chunk: Chunk) -> BaseException | 
 
 class ThreadReader:
     """`depth` threads for demand reads, each a blocking preadv at a time (the GIL is released while the kernel
-    reads), and `depth // 2` more for background reads, so a demand read never waits behind a prefetch."""
+    reads), and `depth // 2` more for background reads, so a demand read never waits behind a prefetch; a promoted
+    background job's chunks that have not started move to the demand threads."""
 
     name = "thread"
 
@@ -176,13 +180,13 @@ class ThreadReader:
         self.file, self.depth = file, depth
         self._pool = ThreadPoolExecutor(depth, thread_name_prefix="moestream-read")
         self._background = ThreadPoolExecutor(max(1, depth // 2), thread_name_prefix="moestream-prefetch")
-        self._futures: dict[int, list] = {}  # id(background job) -> its chunks' futures
+        self._futures: dict[int, list] = {}  # id(background job) -> [(future, chunk)]
         self._lock = threading.Lock()
 
     def submit(self, job: ReadJob) -> None:
         job.start()
         pool = self._background if job.background else self._pool
-        futures = [pool.submit(self._run, job, chunk) for chunk in job.chunks]
+        futures = [(pool.submit(self._run, job, chunk), chunk) for chunk in job.chunks]
         if job.background:
             with self._lock:
                 self._futures[id(job)] = futures
@@ -190,9 +194,16 @@ class ThreadReader:
     def cancel(self, job: ReadJob) -> None:
         with self._lock:
             futures = self._futures.pop(id(job), [])
-        for f in futures:
+        for f, _ in futures:
             if f.cancel():  # not started: it never runs, so signal its chunk here
                 job.chunk_done(ReadCancelled())
+
+    def promote(self, job: ReadJob) -> None:
+        with self._lock:
+            futures = self._futures.pop(id(job), [])
+        for f, chunk in futures:
+            if f.cancel():  # not started: run it on a demand thread instead
+                self._pool.submit(self._run, job, chunk)
 
     def _run(self, job: ReadJob, chunk: Chunk) -> None:
         job.chunk_done(read_chunk(self.file, job, chunk))

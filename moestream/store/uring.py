@@ -1,7 +1,8 @@
 """io_uring reader: chunks go into one ring (at most `depth` in flight); a completion thread reaps them with the
 GIL released and signals jobs. Submitters (the engine thread, and the completion thread topping the ring back up)
-share one lock. Demand chunks enter the ring before any queued background (prefetch) chunk, and background chunks
-hold at most half the ring, so a demand read always finds room at once."""
+share one lock. Background (prefetch) chunks enter the ring only while no demand chunk is queued or in flight, and
+hold at most a quarter of it: a demand read finds room at once and waits for at most those few chunks to clear
+the device. `promote` turns a prefetch that a demand read now waits for into demand."""
 
 from __future__ import annotations
 
@@ -42,7 +43,7 @@ class UringReader:
         self._lock = threading.Lock()
         self._waiting: deque[tuple[ReadJob, Chunk]] = deque()
         self._background: deque[tuple[ReadJob, Chunk]] = deque()
-        self._inflight: dict[int, tuple[ReadJob, Chunk]] = {}
+        self._inflight: dict[int, tuple[ReadJob, Chunk, bool]] = {}  # tag -> (job, chunk, went in as background)
         self._background_inflight = 0
         self._tags = itertools.count(1)
         self._thread = threading.Thread(target=self._reap_loop, name="moestream-uring", daemon=True)
@@ -62,6 +63,16 @@ class UringReader:
         for _ in dropped:
             job.chunk_done(ReadCancelled())
 
+    def promote(self, job: ReadJob) -> None:
+        """A demand read now waits for this background job: its queued chunks go to the front of the demand
+        queue (chunks already in the ring finish as they are)."""
+        with self._lock:
+            mine = [item for item in self._background if item[0] is job]
+            if mine:
+                self._background = deque(item for item in self._background if item[0] is not job)
+                self._waiting.extendleft(reversed(mine))
+                self._pump()
+
     def _pump(self) -> None:
         """Move queued chunks into the ring up to `depth` in flight, demand first (caller holds the lock)."""
         queued = False
@@ -75,8 +86,9 @@ class UringReader:
             if not self._ring.queue_read(self.file.fd, addr, len(chunk.view), chunk.offset, tag):
                 break
             queue.popleft()
-            self._inflight[tag] = (job, chunk)
-            self._background_inflight += job.background
+            background = queue is self._background
+            self._inflight[tag] = (job, chunk, background)
+            self._background_inflight += background
             queued = True
         if queued:
             self._ring.submit()
@@ -84,7 +96,8 @@ class UringReader:
     def _next_queue(self) -> deque | None:
         if self._waiting:
             return self._waiting
-        if self._background and self._background_inflight < max(1, self.depth // 2):
+        idle = len(self._inflight) == self._background_inflight  # no demand chunk in the ring
+        if self._background and idle and self._background_inflight < max(1, self.depth // 4):
             return self._background
         return None
 
@@ -94,8 +107,8 @@ class UringReader:
                 if tag == _STOP:
                     return
                 with self._lock:
-                    job, chunk = self._inflight.pop(tag)
-                    self._background_inflight -= job.background
+                    job, chunk, background = self._inflight.pop(tag)
+                    self._background_inflight -= background
                 job.chunk_done(self._check(job, chunk, result))
             with self._lock:
                 self._pump()

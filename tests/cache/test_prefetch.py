@@ -17,17 +17,22 @@ from tests.cli.test_bad_input import run_cli
 from tests.fixtures.tiny_models import CONFIGS, gguf_path
 
 
+PREDICTORS = [("lookahead", 1, 0.0), ("history", 2, 0.0), ("combined", 3, 0.2)]  # predictor, depth, threshold
+
+
 @pytest.mark.parametrize("reader", ["thread", "uring"])
 @pytest.mark.parametrize("arch", sorted(CONFIGS))
 def test_prefetch_is_bit_identical_and_within_budget(arch, reader):
     path = gguf_path(arch, "q8_0")
-    ref, _ = run(path, mmap=True)
-    for slots in (2, 4):
-        got, cache = run(path, ram_budget=slots * tight_budget(path) // 2, reader=reader, chunk_bytes=8192,
-                         depth=3, prefetch=True)
+    ref, _ = run(path, n_decode=12, mmap=True)
+    for slots, (predictor, ahead, threshold) in [(2, PREDICTORS[0]), (4, PREDICTORS[0]), (3, PREDICTORS[1]),
+                                                 (4, PREDICTORS[2])]:
+        got, cache = run(path, n_decode=12, ram_budget=slots * tight_budget(path) // 2, reader=reader,
+                         chunk_bytes=8192, depth=3, prefetch=True, predictor=predictor, prefetch_depth=ahead,
+                         prefetch_threshold=threshold)
         assert_identical(got, ref)
         s = cache.stats
-        assert s.prefetch_issued > 0
+        assert s.prefetch_issued > 0 or slots == 2  # at one layer's top-k, every slot is held while it computes
         assert s.prefetch_issued >= s.prefetch_useful + s.prefetch_wasted + s.prefetch_cancelled - s.prefetch_late
         assert cache.pool.allocated_bytes <= cache.pool.budget
         assert_pool_whole(cache)
@@ -66,9 +71,26 @@ def test_thread_reader_runs_demand_reads_beside_queued_prefetches():
         reader.close()
 
 
+def test_thread_reader_promotes_a_prefetch_a_demand_read_waits_for():
+    path = gguf_path("mixtral")
+    reader, done = ThreadReader(SlowFile(path), depth=4), []  # 2 background threads
+    try:
+        jobs = [job(reader.file, (0, i), True, done, n_chunks=4) for i in range(6)]  # 24 x 30 ms queued
+        for j in jobs:
+            reader.submit(j)
+        t0 = time.perf_counter()
+        reader.promote(jobs[-1])
+        while not any(j is jobs[-1] for _, j in done):
+            time.sleep(0.005)
+        assert time.perf_counter() - t0 < 0.25 and jobs[-1].error is None
+    finally:
+        reader.close()
+
+
 def test_uring_reader_puts_demand_chunks_in_the_ring_first():
     path = gguf_path("mixtral")
     reader, done = UringReader(DirectFile(path), depth=4), []
+    reader._lock = threading.RLock()  # so the test can call promote while it holds the queues still
     try:
         background = [job(reader.file, (0, i), True, done, n_chunks=8) for i in range(4)]
         demand = job(reader.file, (1, 0), False, done)
@@ -79,17 +101,22 @@ def test_uring_reader_puts_demand_chunks_in_the_ring_first():
             demand.start()
             reader._waiting.extend((demand, c) for c in demand.chunks)
             reader._pump()
-            in_ring = [j for j, _ in reader._inflight.values()]
-            assert demand in in_ring and sum(j.background for j in in_ring) <= 2  # at most half the ring
+            in_ring = [j for j, _, _ in reader._inflight.values()]
+            assert demand in in_ring and not any(j.background for j in in_ring)  # the device is not idle
             assert reader._background  # prefetch chunks still queued behind it
+            reader.promote(background[3])  # a demand read now waits for it: its chunks go first
+            in_ring = [j for j, _, _ in reader._inflight.values()]
+            assert in_ring.count(background[3]) + [j for j, _ in reader._waiting].count(background[3]) == 8
+            assert all(j is demand or j is background[3] for j in in_ring)
+            assert not any(bg for _, _, bg in reader._inflight.values())
         for b in background:
             reader.cancel(b)
         deadline = time.monotonic() + 10
         while len(done) < 5 and time.monotonic() < deadline:
             time.sleep(0.01)
         assert len(done) == 5
-        assert all(isinstance(j.error, ReadCancelled) for _, j in done if j.background)
-        assert demand.error is None
+        assert all(isinstance(j.error, ReadCancelled) for _, j in done if j.background and j is not background[3])
+        assert demand.error is None and background[3].error is None
     finally:
         reader.close()
 
@@ -110,6 +137,9 @@ class FailingBackground:
 
     def cancel(self, job):
         self.inner.cancel(job)
+
+    def promote(self, job):
+        self.inner.promote(job)
 
     def close(self):
         self.inner.close()

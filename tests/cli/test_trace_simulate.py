@@ -72,3 +72,21 @@ def test_simulate_refuses_bad_input(traced, tmp_path):
     junk = tmp_path / "junk.jsonl"
     junk.write_text("hello\n")
     assert_one_line_error(run_cli("simulate", str(junk)), "routing trace")
+    assert_one_line_error(run_cli("simulate", str(path), "--prefetch", "lookahead:1:0"), "trace --ahead 1")
+    assert_one_line_error(run_cli("simulate", str(path), "--prefetch", "oracle:1:0"), "PREDICTOR:DEPTH:THRESHOLD")
+    assert_one_line_error(run_cli("simulate", str(path), "--prefetch", "history:9:0"), "PREDICTOR:DEPTH:THRESHOLD")
+
+
+def test_simulate_replays_prefetch_and_never_reads_less_than_belady_misses(traced):
+    _, path, _ = traced
+    result = run_cli("simulate", str(path), "--budget", "25%", "50%", "--prefetch", "history:2:0.3")
+    assert result.returncode == 0, result.stderr
+    out = result.stdout.splitlines()
+    belady = [float(line.split()[-1].rstrip("%")) for line in out[:4] if "experts)" in line]
+    start = next(i for i, line in enumerate(out) if line.startswith("prefetch history:2:0.3: precision"))
+    rows = [line for line in out[start:] if "experts)" in line]
+    assert len(rows) == 2 and len(belady) == 2
+    for row, best in zip(rows, belady):
+        cells = row.split(")", 1)[1].split()  # hit / reads per policy
+        reads = [float(cells[i + 2].rstrip("%")) for i in range(0, len(cells), 3)]
+        assert len(reads) == 4 and min(reads) >= 100 - best - 1e-6
