@@ -35,7 +35,7 @@ class CacheConfig:
     prefetch: bool = False  # read ahead what the predictor expects the next layers to use
     predictor: str = "lookahead"  # lookahead, history or combined (prefetch/predictors.py)
     prefetch_depth: int = 1  # MoE layers ahead to predict
-    prefetch_threshold: float = 0.0  # least predicted chance (0..1) an expert needs to be read ahead
+    prefetch_threshold: float | None = None  # least predicted chance (0..1) worth a read; None: the predictor's
 
     def __post_init__(self):
         if self.ram_budget is not None and self.ram_budget <= 0:
@@ -50,7 +50,7 @@ class CacheConfig:
             raise ConfigError(f"unknown predictor {self.predictor!r}; choose lookahead, history or combined")
         if not 1 <= self.prefetch_depth <= 8:
             raise ConfigError("--prefetch-depth must be between 1 and 8")
-        if not 0.0 <= self.prefetch_threshold <= 1.0:
+        if self.prefetch_threshold is not None and not 0.0 <= self.prefetch_threshold <= 1.0:
             raise ConfigError("--prefetch-threshold must be between 0 and 1")
 
 

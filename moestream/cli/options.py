@@ -76,8 +76,9 @@ def add_cache_flags(p: argparse.ArgumentParser) -> None:
                         "transitions learned online) or combined (default %(default)s)")
     g.add_argument("--prefetch-depth", type=int, default=1, metavar="N",
                    help="MoE layers ahead to predict and read (default %(default)s)")
-    g.add_argument("--prefetch-threshold", type=float, default=0.0, metavar="P",
-                   help="least predicted chance (0-1) for an expert to be read ahead (default %(default)s)")
+    g.add_argument("--prefetch-threshold", type=float, default=None, metavar="P",
+                   help="least predicted chance (0-1) for an expert to be read ahead (default: 0 for lookahead, which "
+                        "names each token's top-k; 0.4 for history; 0.3 for combined)")
     g.add_argument("--cache-policy", choices=("lru", "layer", "lfu", "layer-lfu"), default="lru",
                    help="eviction: lru, lfu, layer (evict the layers the pass left most recently first; keeps a stable "
                         "part of the model when a step's experts exceed the budget), layer-lfu (layer order, least "

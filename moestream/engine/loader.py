@@ -22,7 +22,7 @@ from ..cache.expert_cache import ExpertCache
 from ..store.experts import ExpertStore
 from ..telemetry import rss_bytes
 from ..prefetch.lookahead import Prefetcher
-from ..prefetch.predictors import make_predictor
+from ..prefetch.predictors import DEFAULT_THRESHOLDS, make_predictor
 from .streaming import open_cache
 
 PROGRESS_MIN_BYTES = 256 << 20  # show a progress bar only when loading this much
@@ -121,7 +121,10 @@ def load_model(path: str | Path, progress: bool = True, threads: int | None = No
 def _install_prefetch(model: DecoderModel, expert_cache, cache: CacheConfig) -> None:
     a = model.args
     predictor = make_predictor(cache.predictor, a.n_layers, a.n_experts, a.n_experts_used, cache.prefetch_depth)
-    Prefetcher(model, expert_cache, predictor, cache.prefetch_depth, cache.prefetch_threshold).install(model)
+    threshold = cache.prefetch_threshold
+    if threshold is None:
+        threshold = DEFAULT_THRESHOLDS[cache.predictor]
+    Prefetcher(model, expert_cache, predictor, cache.prefetch_depth, threshold).install(model)
 
 
 def _load_resident(gguf: GGUFFile, names: list[str], progress: bool) -> dict[str, QuantWeight]:

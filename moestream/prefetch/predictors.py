@@ -106,6 +106,9 @@ class Combined:
 
 
 PREDICTORS = ("lookahead", "history", "combined")
+# a threshold of 0 reads every expert a predictor scores above zero: for lookahead that is each token's top-k; history
+# and combined give every expert at least a share of the base rate k/E, so they need a real threshold
+DEFAULT_THRESHOLDS = {"lookahead": 0.0, "history": 0.4, "combined": 0.3}
 
 
 def make_predictor(name: str, n_layers: int, n_experts: int, k: int, depth: int) -> Predictor:

@@ -68,3 +68,15 @@ def test_live_prefetch_quality_equals_the_offline_replay(spec, tmp_path):
         assert q.precision == pytest.approx(live["predictor_precision"][str(layer)])
         assert q.recall == pytest.approx(live["predictor_recall"][str(layer)])
     assert live["prefetch_issued"] > 0
+
+
+def test_each_predictor_has_a_default_threshold_that_does_not_read_everything(tmp_path):
+    """history and combined score every expert above zero: their default threshold must still choose."""
+    for predictor in ("history", "combined"):
+        stats = tmp_path / f"{predictor}.json"
+        result = run_cli("bench", "-p", "8", "-n", "24", "--ram-budget", "3MiB", "--prefetch", "--predictor", predictor,
+                         "--stats-json", str(stats))
+        assert result.returncode == 0, result.stderr
+        s = json.loads(stats.read_text())
+        assert f"{predictor}, depth 1, threshold 0.{4 if predictor == 'history' else 3}" == s["predictor"]
+        assert 0 < s["prefetch_issued"] < s["lookups"]  # far fewer than every expert of every next layer
