@@ -62,7 +62,7 @@ def one_run(args, mode: str, depth: int, log_path: Path) -> dict:
             lm.cache.on_acquire = lambda layer, experts: log.append((layer, list(experts)))
         elif mode == "oracle":
             oracle = Oracle(json.loads(log_path.read_text()), lm.args.n_experts)
-            Prefetcher(lm.model, lm.cache, oracle, depth, 0.0).install(lm.model)
+            Prefetcher(lm.model, lm.cache, oracle, depth, 0.0).install()
         result = measure(lm, args.p, args.n, 0)
     finally:
         lm.close()

@@ -9,6 +9,7 @@ import sys
 from ..assets import DESCRIPTION, default_model_path
 from ..cache.config import CacheConfig, parse_bytes
 from ..engine.sampling import SamplingParams
+from ..prefetch.predictors import DEFAULT_THRESHOLDS, PREDICTORS
 from ..errors import ConfigError
 
 
@@ -69,16 +70,17 @@ def add_cache_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--no-direct", action="store_true", help="buffered reads instead of O_DIRECT")
     g.add_argument("--mmap", action="store_true", help="no cache: read experts through the memory map")
     g.add_argument("--prefetch", action=argparse.BooleanOptionalAction, default=False,
-                   help="read ahead the experts the predictor expects the next layers to use (default off: "
-                        "on a disk-bound run it measured slower, see docs/benchmarks.md)")
-    g.add_argument("--predictor", choices=("lookahead", "history", "combined"), default="lookahead",
+                   help="read ahead the experts the predictor expects the next layers to use (default off: on a "
+                        "disk-bound run it cut waiting on reads but not the time per token, see docs/benchmarks.md)")
+    g.add_argument("--predictor", choices=PREDICTORS, default="lookahead",
                    help="lookahead (the next layers' routers on this layer's hidden state), history (per-layer "
                         "transitions learned online) or combined (default %(default)s)")
     g.add_argument("--prefetch-depth", type=int, default=1, metavar="N",
                    help="MoE layers ahead to predict and read (default %(default)s)")
     g.add_argument("--prefetch-threshold", type=float, default=None, metavar="P",
-                   help="least predicted chance (0-1) for an expert to be read ahead (default: 0 for lookahead, which "
-                        "names each token's top-k; 0.4 for history; 0.3 for combined)")
+                   help="least predicted chance (0-1) for an expert to be read ahead (default per predictor: "
+                        + ", ".join(f"{p} {t:g}" for p, t in DEFAULT_THRESHOLDS.items())
+                        + "; lookahead scores only each token's top-k above zero)")
     g.add_argument("--cache-policy", choices=("lru", "layer", "lfu", "layer-lfu"), default="lru",
                    help="eviction: lru, lfu, layer (evict the layers the pass left most recently first; keeps a stable "
                         "part of the model when a step's experts exceed the budget), layer-lfu (layer order, least "

@@ -124,7 +124,7 @@ def _install_prefetch(model: DecoderModel, expert_cache, cache: CacheConfig) -> 
     threshold = cache.prefetch_threshold
     if threshold is None:
         threshold = DEFAULT_THRESHOLDS[cache.predictor]
-    Prefetcher(model, expert_cache, predictor, cache.prefetch_depth, threshold).install(model)
+    Prefetcher(model, expert_cache, predictor, cache.prefetch_depth, threshold).install()
 
 
 def _load_resident(gguf: GGUFFile, names: list[str], progress: bool) -> dict[str, QuantWeight]:

@@ -80,7 +80,7 @@ class RoutingRecorder:
 
         pos = self.layers.index(layer)
         targets = self.layers[pos + 1:pos + 1 + self.ahead]
-        probs = router_lookahead(self.blocks, layer, self._x.pop(layer), targets)
+        probs = router_lookahead(self.blocks, self._x.pop(layer), targets)
         return {str(t): [[round(v, 6) for v in row] for row in p.tolist()] for t, p in probs.items()}
 
     def new_sequence(self) -> None:

@@ -16,8 +16,8 @@ import torch
 from .predictors import Ahead, Predictor, choose
 
 
-def router_lookahead(blocks, layer: int, x: torch.Tensor, targets: list[int]) -> Ahead:
-    """x: [T, D] layer `layer`'s residual stream -> {target: [T, E] the target router's probabilities on it}."""
+def router_lookahead(blocks, x: torch.Tensor, targets: list[int]) -> Ahead:
+    """x: [T, D] a layer's residual stream -> {target: [T, E] the target router's probabilities on it}."""
     out = {}
     for t in targets:
         router = blocks[t].ffn.router
@@ -34,15 +34,15 @@ class Prefetcher:
     """threshold: least score an expert needs to be read ahead; depth: how many MoE layers ahead to look."""
 
     def __init__(self, model, cache, predictor: Predictor, depth: int, threshold: float):
-        self.blocks, self.cache, self.predictor = model.blocks, cache, predictor
+        self.blocks, self.cache, self.predictor = model.blocks, cache, predictor  # blocks: the model's, hooked
         self.depth, self.threshold = depth, threshold
         self.layers = moe_layers(model)
         self.n_experts = cache.store.n_experts
         self._x: dict[int, torch.Tensor] = {}  # layer -> its residual stream this step, until it routes
 
-    def install(self, model) -> None:
+    def install(self) -> None:
         for i in self.layers:
-            model.blocks[i].lookahead = self._hook(i)
+            self.blocks[i].lookahead = self._hook(i)
         self.cache.on_acquire = self.after_acquire
         self.cache.prefetcher = f"{self.predictor.name}, depth {self.depth}, threshold {self.threshold:g}"
 
@@ -62,7 +62,7 @@ class Prefetcher:
         ahead = None  # the predictor still sees the last layer's routing: history learns from it
         if self.predictor.uses_router and x is not None and targets:
             with torch.no_grad():
-                ahead = router_lookahead(self.blocks, layer, x, targets)
+                ahead = router_lookahead(self.blocks, x, targets)
         scores = self.predictor.predict(layer, experts, ahead, targets)
         for t in targets:  # nearest first: it is needed first and predicted best
             if t in scores:
