@@ -17,6 +17,7 @@ from ..kernels.dispatch import Compute
 from ..models.args import ModelArgs
 from ..models.decoder import ArchSpec, DecoderModel
 from ..models.registry import spec_for
+from ..models.shapes import check_shapes
 from ..cache.config import CacheConfig
 from ..cache.expert_cache import ExpertCache
 from ..store.experts import ExpertStore
@@ -89,8 +90,15 @@ def check_model(gguf: GGUFFile) -> ModelInfo:
     for info in gguf.tensors.values():
         quants.check_supported(info.qtype, info.name)
     experts = ExpertStore(gguf, args.n_layers, args.n_experts) if args.n_experts else None
+    check_shapes(gguf.tensors, args, spec, experts.layout if experts else None, _vocab_size(gguf))
     expert_names = experts.tensor_names() if experts else set()
     return ModelInfo(gguf, args, spec, experts, [n for n in gguf.tensors if n not in expert_names])
+
+
+def _vocab_size(gguf: GGUFFile) -> int | None:
+    """The tokenizer's vocabulary size, which the embedding and output rows must match (None: no tokenizer)."""
+    tokens = gguf.get("tokenizer.ggml.tokens")
+    return len(tokens) if isinstance(tokens, list) and tokens else None
 
 
 def load_model(path: str | Path, progress: bool = True, threads: int | None = None,
@@ -105,17 +113,26 @@ def load_model(path: str | Path, progress: bool = True, threads: int | None = No
             source = info.experts
         else:
             source = expert_cache = open_cache(path, info.experts, info.args.n_experts_used, cache, reader)
+    try:
+        model = _build(info, resident, source, threads)
+        if expert_cache is not None and cache.prefetch:
+            _install_prefetch(model, expert_cache, cache)
+    except BaseException:
+        if expert_cache is not None:
+            expert_cache.close()  # its reader threads and ring would outlive a failed load
+        raise
+    info.gguf.release_pages()  # header pages (vocabulary strings) are parsed already
+    return LoadedModel(Path(path), info.gguf, info.args, info.spec, model, info.experts, info.resident_bytes,
+                       expert_cache, rss_bytes())
+
+
+def _build(info: ModelInfo, resident: dict[str, QuantWeight], source, threads: int | None) -> DecoderModel:
     compute = Compute(threads=threads) if threads is not None else Compute()
     if cpu.available():
         # Our kernels own the cores; torch's OpenMP threads would spin-wait beside them (measured: decode
         # 4.6 -> 6.1 tok/s on an 8-layer Mixtral-shaped Q4_0 file, 2 cores). Torch keeps one thread.
         torch.set_num_threads(1)
-    model = DecoderModel(info.args, info.spec, resident, source, compute)
-    if expert_cache is not None and cache.prefetch:
-        _install_prefetch(model, expert_cache, cache)
-    info.gguf.release_pages()  # header pages (vocabulary strings) are parsed already
-    return LoadedModel(Path(path), info.gguf, info.args, info.spec, model, info.experts, info.resident_bytes,
-                       expert_cache, rss_bytes())
+    return DecoderModel(info.args, info.spec, resident, source, compute)
 
 
 def _install_prefetch(model: DecoderModel, expert_cache, cache: CacheConfig) -> None:

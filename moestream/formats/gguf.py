@@ -1,9 +1,15 @@
 """Read a GGUF file's metadata and tensor table (quant types and sizes from the `gguf` package), with checks that
 turn every malformed file into a `GGUFFormatError` naming the problem. No torch here: tensor data are numpy views of a
-read-only memory map, so opening a file larger than RAM costs nothing until bytes are touched."""
+read-only memory map, so opening a file larger than RAM costs nothing until bytes are touched.
+
+Tensor sizes are computed with Python integers (no int64 wrap-around: 2^62 x 4 elements is an error, not a
+small number), and every tensor's data must start on `general.alignment`, end inside the file and overlap no
+other tensor's: a table that lies about where data is would otherwise make two weights share bytes or read
+past the end of the map."""
 
 from __future__ import annotations
 
+import math
 import mmap
 import os
 import struct
@@ -33,7 +39,7 @@ class TensorInfo:
 
     @property
     def n_elements(self) -> int:
-        return int(np.prod(self.shape, dtype=np.int64))
+        return math.prod(self.shape)
 
     @property
     def row_bytes(self) -> int:
@@ -51,6 +57,7 @@ class GGUFFile:
         self._data, header = _parse(self.path)
         self.version = header.version
         self.metadata: dict[str, Any] = header.metadata
+        self.alignment = header.data_start_alignment
         self.tensors: dict[str, TensorInfo] = _read_tensor_table(header, self.file_size, self.path)
         self._views: dict[str, np.ndarray] = {}
 
@@ -112,7 +119,7 @@ def _check_readable(path: Path) -> int:
 def _parse(path: Path) -> tuple[np.memmap, RawHeader]:
     data = np.memmap(path, dtype=np.uint8, mode="r")
     try:
-        return data, parse_header(data)
+        return data, parse_header(memoryview(data))  # memoryview slices are ~3x cheaper than memmap slices
     except (ValueError, IndexError, KeyError, OverflowError, struct.error) as exc:
         raise GGUFFormatError(f"{path}: malformed or truncated GGUF header ({_short(exc)})") from None
 
@@ -128,8 +135,9 @@ def _read_tensor_table(header: RawHeader, file_size: int, path: Path) -> dict[st
         info = _tensor_info(raw, header.data_start, path)
         if info.name in tensors:
             raise GGUFFormatError(f"{path}: tensor {info.name} appears twice in the tensor table")
-        _check_tensor(info, file_size, path)
+        _check_tensor(info, raw.rel_offset, header.data_start_alignment, file_size, path)
         tensors[info.name] = info
+    _check_no_overlap(list(tensors.values()), path)
     return tensors
 
 
@@ -138,18 +146,25 @@ def _tensor_info(raw: RawTensor, data_start: int, path: Path) -> TensorInfo:
         qtype = GGMLQuantizationType(raw.type_id)
     except ValueError:
         raise GGUFFormatError(f"{path}: tensor {raw.name} has unknown ggml type id {raw.type_id}") from None
+    if qtype not in GGML_QUANT_SIZES:
+        raise GGUFFormatError(f"{path}: tensor {raw.name} has ggml type {qtype.name}, which has no known block size")
     shape = tuple(reversed(raw.ne))
     block, type_size = GGML_QUANT_SIZES[qtype]
-    nbytes = int(np.prod(shape, dtype=np.int64)) * type_size // block
+    nbytes = math.prod(shape) // block * type_size  # Python ints: exact however large (checked against the file)
     return TensorInfo(raw.name, qtype, shape, data_start + raw.rel_offset, nbytes)
 
 
-def _check_tensor(info: TensorInfo, file_size: int, path: Path) -> None:
+def _check_tensor(info: TensorInfo, rel_offset: int, alignment: int, file_size: int, path: Path) -> None:
     block, type_size = GGML_QUANT_SIZES[info.qtype]
     if info.shape[-1] % block:
         raise GGUFFormatError(
             f"{path}: tensor {info.name} has row length {info.shape[-1]}, not a multiple of "
             f"{info.qtype.name}'s block size {block}"
+        )
+    if rel_offset % alignment:
+        raise GGUFFormatError(
+            f"{path}: tensor {info.name} starts at data offset {rel_offset}, not a multiple of the file's "
+            f"alignment {alignment} (corrupt tensor table)"
         )
     end = info.offset + info.nbytes
     if end > file_size:
@@ -157,3 +172,13 @@ def _check_tensor(info: TensorInfo, file_size: int, path: Path) -> None:
             f"{path}: tensor {info.name} spans bytes {info.offset}..{end} but the file has only {file_size} "
             f"bytes (truncated or corrupt file)"
         )
+
+
+def _check_no_overlap(infos: list[TensorInfo], path: Path) -> None:
+    ordered = sorted(infos, key=lambda t: t.offset)
+    for a, b in zip(ordered, ordered[1:]):
+        if a.offset + a.nbytes > b.offset:
+            raise GGUFFormatError(
+                f"{path}: tensors {a.name} (bytes {a.offset}..{a.offset + a.nbytes}) and {b.name} (from "
+                f"{b.offset}) overlap (corrupt tensor table)"
+            )

@@ -2,6 +2,11 @@
 per numeric array. The `gguf` package's reader builds a numpy view per array element, which costs ~8 s for a
 50k-token vocabulary (plus its merges) on every open; this walk takes a fraction of a second.
 
+Structure is checked as it is read, so a hostile header fails here with a ValueError naming the key or tensor
+(GGUFFile turns it into GGUFFormatError) instead of reaching numpy or the model: counts cannot promise more
+bytes than the file has left, arrays nest at most MAX_ARRAY_DEPTH deep (no RecursionError), keys are unique
+(llama.cpp rejects duplicates too), and a tensor has 1..MAX_DIMS dimensions (ggml's GGML_MAX_DIMS), each >= 1.
+
 Layout (GGUF v2/v3, little-endian): magic, u32 version, u64 n_tensors, u64 n_kv, n_kv x (string key, u32 type,
 value), n_tensors x (string name, u32 n_dims, u64 x n_dims dims (ne order), u32 ggml type, u64 offset), padding
 to `general.alignment` (default 32), tensor data. Truncation surfaces as struct.error/IndexError/ValueError."""
@@ -22,6 +27,9 @@ _SCALARS: dict[int, tuple[str, str]] = {
 _BOOL, _STRING, _ARRAY = 7, 8, 9
 _U32, _U64 = 4, 10
 DEFAULT_ALIGNMENT = 32
+MAX_DIMS = 4
+MAX_ARRAY_DEPTH = 8  # llama.cpp reads no nested arrays at all; a few levels leave room without recursing deep
+MAX_DIM = 1 << 62  # a dimension beyond this cannot describe data in any file (and overflows int64 products)
 
 
 @dataclass(frozen=True)
@@ -38,6 +46,7 @@ class RawHeader:
     metadata: dict[str, Any]
     tensors: list[RawTensor]
     data_start: int
+    data_start_alignment: int = DEFAULT_ALIGNMENT
 
 
 def parse_header(buf) -> RawHeader:
@@ -58,22 +67,44 @@ class _Walker:
         if version not in (2, 3):
             raise ValueError(f"unsupported GGUF version {version} (big-endian or pre-2023 file?)")
         n_tensors, n_kv = self._scalar(_U64), self._scalar(_U64)
-        metadata = {self._string(): self._value(self._scalar(_U32)) for _ in range(n_kv)}
+        self._check_count(n_kv, 13, "metadata entries")  # smallest entry: 8-byte key length, 4-byte type, 1 byte
+        self._check_count(n_tensors, 28, "tensors")  # smallest entry: name length, n_dims, one dim, type, offset
+        metadata: dict[str, Any] = {}
+        for _ in range(n_kv):
+            key = self._string()
+            if key in metadata:
+                raise ValueError(f"metadata key '{key}' appears twice")
+            metadata[key] = self._keyed(key, lambda: self._value(self._scalar(_U32)))
         tensors = [self._tensor() for _ in range(n_tensors)]
-        return RawHeader(version, metadata, tensors, self._aligned(metadata))
+        align = self._alignment(metadata)
+        return RawHeader(version, metadata, tensors, -(-self.pos // align) * align, align)
 
-    def _aligned(self, metadata: dict[str, Any]) -> int:
+    def _keyed(self, key: str, read):
+        """Run `read`, prefixing any ValueError with the key it was reading."""
+        try:
+            return read()
+        except ValueError as exc:
+            raise ValueError(f"metadata key '{key}': {exc}") from None
+
+    def _check_count(self, count: int, min_item_bytes: int, what: str) -> None:
+        left = len(self.buf) - self.pos
+        if count * min_item_bytes > left:
+            raise ValueError(f"header claims {count} {what}, more than the {left} bytes left in the file can hold")
+
+    def _alignment(self, metadata: dict[str, Any]) -> int:
         align = metadata.get("general.alignment", DEFAULT_ALIGNMENT)
-        if not isinstance(align, int) or align <= 0 or align & (align - 1):
+        if type(align) is not int or align <= 0 or align & (align - 1) or align > 1 << 30:
             raise ValueError(f"general.alignment must be a power of two, got {align!r}")
-        return -(-self.pos // align) * align
+        return align
 
     def _tensor(self) -> RawTensor:
         name = self._string()
         n_dims = self._scalar(_U32)
-        if n_dims > 8:
-            raise ValueError(f"tensor {name} claims {n_dims} dimensions")
+        if not 1 <= n_dims <= MAX_DIMS:
+            raise ValueError(f"tensor {name} has {n_dims} dimensions (1 to {MAX_DIMS} allowed)")
         ne = tuple(self._scalar(_U64) for _ in range(n_dims))
+        if any(not 1 <= d <= MAX_DIM for d in ne):
+            raise ValueError(f"tensor {name} has dimensions {list(ne)}: each must be 1 to 2^62")
         return RawTensor(name, ne, self._scalar(_U32), self._scalar(_U64))
 
     def _scalar(self, vtype: int) -> Any:
@@ -99,15 +130,20 @@ class _Walker:
             raise ValueError(f"unknown GGUF value type {vtype}")
         return self._scalar(vtype)
 
-    def _array(self) -> list[Any]:
+    def _array(self, depth: int = 1) -> list[Any]:
+        if depth > MAX_ARRAY_DEPTH:
+            raise ValueError(f"arrays nested more than {MAX_ARRAY_DEPTH} deep")
         etype, count = self._scalar(_U32), self._scalar(_U64)
         if etype == _STRING:
+            self._check_count(count, 8, "strings")
             return [self._string() for _ in range(count)]
         if etype == _ARRAY:
-            return [self._array() for _ in range(count)]
+            self._check_count(count, 12, "arrays")
+            return [self._array(depth + 1) for _ in range(count)]
         if etype not in _SCALARS:
             raise ValueError(f"unknown GGUF array element type {etype}")
         dtype = np.dtype(_SCALARS[etype][1])
+        self._check_count(count, dtype.itemsize, "array elements")
         values = np.frombuffer(self.buf, dtype=dtype, count=count, offset=self.pos)  # one read, not count calls
         self.pos += count * dtype.itemsize
         return [bool(v) for v in values] if etype == _BOOL else values.tolist()

@@ -33,6 +33,7 @@ def build_table() -> dict[tuple[Q, str], MatmulFn]:
 
 
 TABLE = build_table()
+_ACTIVATION = {qtype: act for qtype, (_, act) in (cpu.kernel_table() if cpu.available() else {}).items()}
 
 
 @dataclass(frozen=True)
@@ -55,10 +56,16 @@ class Compute:
     def moe_ffn(self, x: torch.Tensor, experts: list[ExpertWeights], offsets: torch.Tensor, rows: torch.Tensor,
                 weights: torch.Tensor) -> torch.Tensor:
         """Selected experts of one layer; rows[offsets[i]:offsets[i+1]] are routed to experts[i]."""
-        if all(self.is_native(m) for m in experts[0]) and _same_types(experts):
+        if all(self.is_native(m) for m in experts[0]) and _same_types(experts) and _shared_activation(experts[0]):
             return cpu.moe_ffn(x, experts, offsets, rows, weights, self.threads)
         spans = [slice(int(a), int(b)) for a, b in zip(offsets[:-1], offsets[1:])]
         return reference.moe_ffn(x, experts, [rows[s].long() for s in spans], [weights[s] for s in spans])
+
+
+def _shared_activation(expert: ExpertWeights) -> bool:
+    """The fused kernel quantizes x once for gate and up, so their kernels must take the same activation format
+    (a file may mix, e.g., Q4_0 gate with Q4_K up); other pairs go to the reference path."""
+    return _ACTIVATION[int(expert.gate.qtype)] == _ACTIVATION[int(expert.up.qtype)]
 
 
 def _same_types(experts: list[ExpertWeights]) -> bool:

@@ -1,11 +1,23 @@
-"""Model hyper-parameters read from GGUF metadata (`{arch}.*` keys), unknown keys ignored."""
+"""Model hyper-parameters read from GGUF metadata (`{arch}.*` keys), unknown keys ignored.
+
+Every value is type- and range-checked here, before anything is allocated from it: a file whose structure parses
+but whose numbers are impossible (a head count of 0, an epsilon of NaN, a context of 2^62, a string where a count
+belongs) gets a GGUFFormatError naming the key, never a ZeroDivisionError, a huge allocation or silent garbage.
+The bounds are generous (far beyond any released model) and only exclude what cannot work."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
 from ..errors import GGUFFormatError
+
+MAX_LAYERS = 1 << 12
+MAX_WIDTH = 1 << 20  # embedding / FFN width / head dim
+MAX_HEADS = 1 << 12
+MAX_EXPERTS = 1 << 16
+MAX_CONTEXT = 1 << 24
 
 
 @dataclass(frozen=True)
@@ -30,32 +42,94 @@ class ModelArgs:
     @classmethod
     def from_gguf(cls, metadata: dict[str, Any]) -> "ModelArgs":
         arch = metadata.get("general.architecture")
-        if not isinstance(arch, str):
-            raise GGUFFormatError("metadata key 'general.architecture' is missing")
-        get = _getter(metadata, arch)
-        d_model, n_heads = get("embedding_length"), get("attention.head_count")
-        head_dim = get("attention.key_length", d_model // n_heads)
-        ff_dense = get("feed_forward_length", 0)
-        return cls(
-            arch=arch, n_layers=get("block_count"), d_model=d_model, n_heads=n_heads,
-            n_kv_heads=get("attention.head_count_kv", n_heads), head_dim=head_dim,
-            rope_dim=get("rope.dimension_count", head_dim), rope_base=float(get("rope.freq_base", 10000.0)),
-            rms_eps=float(get("attention.layer_norm_rms_epsilon", 1e-5)),
-            context_length=get("context_length", 4096),
-            n_experts=get("expert_count", 0), n_experts_used=get("expert_used_count", 0),
-            ff_dense=ff_dense, ff_expert=get("expert_feed_forward_length", ff_dense),
-            ff_shared=get("expert_shared_feed_forward_length", 0),
-            norm_topk=get("expert_weights_norm", None),
+        if not isinstance(arch, str) or not arch:
+            raise GGUFFormatError("metadata key 'general.architecture' is missing or not a string")
+        m = _Meta(metadata, arch)
+        d_model = m.int("embedding_length", 1, MAX_WIDTH)
+        n_heads = m.int("attention.head_count", 1, MAX_HEADS)
+        head_dim = m.int("attention.key_length", 1, MAX_WIDTH, default=d_model // n_heads or None)
+        n_experts = m.int("expert_count", 0, MAX_EXPERTS, default=0)
+        ff_dense = m.int("feed_forward_length", 0, MAX_WIDTH, default=0)
+        args = cls(
+            arch=arch, n_layers=m.int("block_count", 1, MAX_LAYERS), d_model=d_model, n_heads=n_heads,
+            n_kv_heads=m.int("attention.head_count_kv", 1, n_heads, default=n_heads), head_dim=head_dim,
+            rope_dim=m.int("rope.dimension_count", 2, head_dim, default=head_dim),
+            rope_base=m.positive_float("rope.freq_base", default=10000.0),
+            rms_eps=m.positive_float("attention.layer_norm_rms_epsilon", default=1e-5, below=1.0),
+            context_length=m.int("context_length", 1, MAX_CONTEXT, default=4096),
+            n_experts=n_experts,
+            n_experts_used=m.int("expert_used_count", 1 if n_experts else 0, n_experts, default=0),
+            ff_dense=ff_dense, ff_expert=m.int("expert_feed_forward_length", 0, MAX_WIDTH, default=ff_dense),
+            ff_shared=m.int("expert_shared_feed_forward_length", 0, MAX_WIDTH, default=0),
+            norm_topk=m.bool("expert_weights_norm"),
         )
+        _check_relations(args, m)
+        return args
 
 
-def _getter(metadata: dict[str, Any], arch: str):
-    missing = object()
+def _check_relations(a: ModelArgs, m: "_Meta") -> None:
+    """Constraints between values (each already in range on its own)."""
+    if a.n_heads % a.n_kv_heads:
+        raise m.error("attention.head_count_kv", f"{a.n_kv_heads} does not divide head_count {a.n_heads}")
+    if a.rope_dim % 2:
+        raise m.error("rope.dimension_count", f"{a.rope_dim} is odd (RoPE rotates pairs)")
+    value_length = m.int("attention.value_length", 1, MAX_WIDTH, default=a.head_dim)
+    if value_length != a.head_dim:
+        raise m.error("attention.value_length", f"{value_length} differs from key_length {a.head_dim}, which "
+                      f"architecture '{a.arch}' does not support")
+    if a.n_experts and a.n_experts_used == 0:
+        raise m.error("expert_used_count", "is missing for a file with experts")
+    if a.n_experts and a.ff_expert == 0:
+        raise m.error("expert_feed_forward_length", "is 0 (and so is feed_forward_length) for a file with experts")
+    if not a.n_experts and a.ff_dense == 0:
+        raise m.error("feed_forward_length", "is missing or 0 for a dense model")
 
-    def get(key: str, default: Any = missing) -> Any:
-        value = metadata.get(f"{arch}.{key}", default)
-        if value is missing:
-            raise GGUFFormatError(f"metadata key '{arch}.{key}' is missing")
+
+class _Meta:
+    """Typed, range-checked reads of `{arch}.{key}`."""
+
+    _MISSING = object()
+
+    def __init__(self, metadata: dict[str, Any], arch: str):
+        self.metadata, self.arch = metadata, arch
+
+    def error(self, key: str, problem: str) -> GGUFFormatError:
+        return GGUFFormatError(f"metadata key '{self.arch}.{key}' {problem}")
+
+    def raw(self, key: str, default: Any = _MISSING) -> Any:
+        value = self.metadata.get(f"{self.arch}.{key}", default)
+        if value is self._MISSING:
+            raise self.error(key, "is missing")
         return value
 
-    return get
+    def int(self, key: str, lo: int, hi: int, default: Any = _MISSING) -> int:
+        value = self.raw(key, default)
+        if value is None:
+            raise self.error(key, "is missing (and cannot be derived from the other keys)")
+        if isinstance(value, list):
+            raise self.error(key, f"is a per-layer array, which moestream does not support for this architecture")
+        if type(value) is not int:  # bool is an int subclass, and floats would silently truncate
+            raise self.error(key, f"must be an integer, got {type(value).__name__} {_show(value)}")
+        if not lo <= value <= hi:
+            raise self.error(key, f"is {value}, outside the valid range {lo}..{hi}")
+        return value
+
+    def positive_float(self, key: str, default: float, below: float = math.inf) -> float:
+        value = self.raw(key, default)
+        if type(value) not in (int, float):
+            raise self.error(key, f"must be a number, got {type(value).__name__} {_show(value)}")
+        if not (math.isfinite(value) and 0 < value < below):
+            limit = "" if below == math.inf else f" and below {below:g}"
+            raise self.error(key, f"is {value!r}; it must be finite, above 0{limit}")
+        return float(value)
+
+    def bool(self, key: str) -> bool | None:
+        value = self.raw(key, None)
+        if value is not None and type(value) is not bool:
+            raise self.error(key, f"must be a boolean, got {type(value).__name__} {_show(value)}")
+        return value
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
