@@ -27,3 +27,11 @@ class ConfigError(MoestreamError):
 
 class OutputError(MoestreamError):
     """An output file cannot be written (missing directory, not enough disk space, write failure)."""
+
+
+class ExpertChangedError(MoestreamError):
+    """--verify-experts: an expert read again from the model file differs from its first read this run."""
+
+
+class KernelInputError(MoestreamError, ValueError):
+    """A native kernel was handed tensors it cannot use (dtype, layout, shape or byte size); a bug in the caller."""

@@ -1,4 +1,5 @@
-"""How experts are streamed: budget, reader backend, queue depth, policy, pins. One frozen dataclass, checked."""
+"""How experts are streamed: budget, reader backend, queue depth, policy, pins, read verification. One frozen
+dataclass, checked."""
 
 from __future__ import annotations
 
@@ -36,6 +37,7 @@ class CacheConfig:
     predictor: str = "lookahead"  # lookahead, history or combined (prefetch/predictors.py)
     prefetch_depth: int = 1  # MoE layers ahead to predict
     prefetch_threshold: float | None = None  # least predicted chance (0..1) worth a read; None: the predictor's
+    verify: bool = False  # check every re-read of an expert against its first read (cache/verify.py)
 
     def __post_init__(self):
         if self.ram_budget is not None and self.ram_budget <= 0:
@@ -52,6 +54,9 @@ class CacheConfig:
             raise ConfigError("--prefetch-depth must be between 1 and 8")
         if self.prefetch_threshold is not None and not 0.0 <= self.prefetch_threshold <= 1.0:
             raise ConfigError("--prefetch-threshold must be between 0 and 1")
+        if self.verify and self.mmap:
+            raise ConfigError("--verify-experts checks the cache's reads from the file, and --mmap makes none; "
+                              "drop one of the two")
 
 
 def available_memory() -> int:

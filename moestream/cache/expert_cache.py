@@ -9,6 +9,10 @@ over them until their layer's acquire. An acquire that meets a prefetch still in
 over instead of reading again; prefetches the layer's acquire did not use are dropped then (queued reads
 cancelled), and queued ones are cancelled when a demand read finds no slot.
 
+With `verify=True` (--verify-experts, cache/verify.py) every completed read is checked against the expert's
+first read this run; a mismatch fails that read like a disk error (slot freed, ExpertChangedError raised to the
+acquire that needs it; a prefetch that fails so is dropped and the demand read that follows fails the same way).
+
 `on_acquire(layer, experts)`, when set, is called once an acquire has issued its demand reads: the prefetcher
 predicts from there, so its reads queue behind the demand ones.
 
@@ -33,6 +37,7 @@ from ..telemetry import Samples
 from .layout import SlotLayout
 from .policy import LRU, EvictionPolicy
 from .tiers import RamPool, Slot
+from .verify import ExpertVerifier
 
 Key = tuple[int, int]  # (layer, expert)
 Batch = list[tuple[int, ExpertWeights]]  # (index into the requested list, weights)
@@ -77,8 +82,9 @@ class CacheStats:
 
 class ExpertCache:
     def __init__(self, store: ExpertStore, reader: Reader, budget: int, n_used: int,
-                 policy: EvictionPolicy | None = None, chunk_bytes: int = DEFAULT_CHUNK):
+                 policy: EvictionPolicy | None = None, chunk_bytes: int = DEFAULT_CHUNK, verify: bool = False):
         self.store, self.reader, self.chunk_bytes = store, reader, chunk_bytes
+        self.verifier = ExpertVerifier(reader.file.path) if verify else None
         self.layout = SlotLayout(store)
         self.pool = RamPool(budget, self.layout.slot_size, store.n_layers * store.n_experts)
         self.policy = policy or LRU()
@@ -225,6 +231,8 @@ class ExpertCache:
         """Account a finished read; a failed or cancelled one gives its slot back. Returns success."""
         entry = self._entries[job.key]
         entry.job = None
+        if job.error is None and self.verifier is not None:
+            job.error = self.verifier.check(job.key, self.layout.data(*job.key, entry.slot.view))
         if isinstance(job.error, ReadCancelled):
             self.stats.prefetch_cancelled += 1
         else:

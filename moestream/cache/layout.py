@@ -53,6 +53,10 @@ class SlotLayout:
     def chunks(self, layer: int, expert: int, slot_view: memoryview, chunk_bytes: int) -> list[Chunk]:
         return [c for s in self.segments(layer, expert) for c in s.chunks(slot_view, chunk_bytes)]
 
+    def data(self, layer: int, expert: int, slot_view: memoryview) -> list[memoryview]:
+        """The expert's own bytes in its slot (gate, up, down), without the alignment padding read around them."""
+        return [slot_view[s.slot_pos + s.head:s.slot_pos + s.head + s.nbytes] for s in self.segments(layer, expert)]
+
     def weights(self, layer: int, expert: int, slot: torch.Tensor) -> ExpertWeights:
         return ExpertWeights(*(s.weight(slot) for s in self.segments(layer, expert)))
 

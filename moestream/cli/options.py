@@ -85,6 +85,9 @@ def add_cache_flags(p: argparse.ArgumentParser) -> None:
                    help="eviction: lru, lfu, layer (evict the layers the pass left most recently first; keeps a stable "
                         "part of the model when a step's experts exceed the budget), layer-lfu (layer order, least "
                         "used first within a layer) (default %(default)s)")
+    g.add_argument("--verify-experts", action="store_true",
+                   help="hash each expert's bytes on its first read and check every later read against it: an error "
+                        "instead of wrong output if the model file changes on disk while running (default off)")
     g.add_argument("--pin", metavar="FILE", help="JSON list of [layer, expert] pairs to keep in RAM")
     g.add_argument("--pin-hot", type=int, default=0, metavar="N",
                    help="keep the N most used experts of --profile in RAM")
@@ -98,6 +101,7 @@ def cache_config(args: argparse.Namespace) -> CacheConfig:
         depth=args.io_depth, chunk_bytes=parse_bytes(args.io_chunk), direct=not args.no_direct, mmap=args.mmap,
         pin=tuple(_pins(args)), policy=args.cache_policy, prefetch=args.prefetch,
         predictor=args.predictor, prefetch_depth=args.prefetch_depth, prefetch_threshold=args.prefetch_threshold,
+        verify=args.verify_experts,
     )
 
 

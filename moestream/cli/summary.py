@@ -27,14 +27,16 @@ def print_run_summary(r: dict) -> None:
             f" at {fmt_bytes(int(r['read_throughput_Bps']))}/s; per expert p50 {lat['p50']:.1f} ms p95 {lat['p95']:.1f}"
             f" p99 {lat['p99']:.1f}; {r['reader']} reader, {'direct' if r['direct_io'] else 'buffered'}",
             _prefetch_line(r),
+            _verify_line(r),
             f"memory   budget {fmt_bytes(r['ram_budget_bytes'])} ({r['cache_slots']} slots of "
             f"{fmt_bytes(r['slot_bytes'])}, {fmt_bytes(r['cache_allocated_bytes'])} used), resident weights "
             f"{fmt_bytes(r['resident_bytes'])}, peak RSS {fmt_bytes(r['peak_rss_bytes'])}",
         ]
     else:
-        lines.append(f"memory   resident weights {fmt_bytes(r['resident_bytes'])}, experts through the memory map, "
+        experts = "experts through the memory map" if r["expert_bytes"] else "no experts (dense model)"
+        lines.append(f"memory   resident weights {fmt_bytes(r['resident_bytes'])}, {experts}, "
                      f"peak RSS {fmt_bytes(r['peak_rss_bytes'])}")
-    print("\n".join(lines), file=sys.stderr)
+    print("\n".join(line for line in lines if line), file=sys.stderr)
 
 
 def _prefetch_line(r: dict) -> str:
@@ -45,6 +47,13 @@ def _prefetch_line(r: dict) -> str:
     return (f"prefetch ({r['predictor']}) {r['prefetch_issued']} issued, {r['prefetch_useful']} useful "
             f"({r['prefetch_late']} late), {r['prefetch_wasted']} wasted, {r['prefetch_cancelled']} cancelled; "
             f"predictor precision {100 * mean(prec):.0f}% recall {100 * mean(rec):.0f}% (mean over layers)")
+
+
+def _verify_line(r: dict) -> str:
+    if not r.get("verify_experts"):
+        return ""  # no line: the summary is long enough without saying what is off
+    return (f"verify   on: {fmt_bytes(r['verified_bytes'])} in {r['verified_reads']} re-reads checked against their "
+            f"first read ({fmt_bytes(r['verify_hashed_bytes'])} hashed in all)")
 
 
 def write_json(path: str | None, r: dict) -> None:

@@ -74,8 +74,15 @@ def cache_summary(cache: ExpertCache) -> dict:
         "read_latency_ms": s.read_latency.summary(1e3), "io_wait_seconds": s.io_wait_seconds,
         "routing_counts": [[s.routed.get((layer, e), 0) for e in range(cache.store.n_experts)]
                            for layer in range(cache.store.n_layers)],
-        **prefetch_summary(cache),
+        **prefetch_summary(cache), **verify_summary(cache),
     }
+
+
+def verify_summary(cache: ExpertCache) -> dict:
+    """--verify-experts: whether it was on; bytes hashed, and bytes (and reads) of re-reads checked equal."""
+    v = cache.verifier
+    return {"verify_experts": v is not None, "verify_hashed_bytes": v.hashed_bytes if v else 0,
+            "verified_bytes": v.verified_bytes if v else 0, "verified_reads": v.verified_reads if v else 0}
 
 
 def prefetch_summary(cache: ExpertCache) -> dict:

@@ -33,7 +33,8 @@ def open_cache(path, store: ExpertStore, n_used: int, config: CacheConfig,
                       f"the OOM killer", RuntimeWarning, stacklevel=2)
     reader = reader or open_reader(path, config)
     try:
-        cache = ExpertCache(store, reader, budget, n_used, make_policy(config.policy), config.chunk_bytes)
+        cache = ExpertCache(store, reader, budget, n_used, make_policy(config.policy), config.chunk_bytes,
+                            verify=config.verify)
     except BaseException:
         reader.close()  # no reader thread outlives a refused configuration
         raise
