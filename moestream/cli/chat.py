@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from ..engine.loader import load_model
-from ..tokenizer import ChatTemplate, Tokenizer
+from ..tokenizer import ChatTemplate, Tokenizer, encode_chat
 from .generate import print_summary, stream_completion
 from .options import add_cache_flags, add_model_flag, model_path, add_sampling_flags, cache_config, context_length, sampling_params
 
@@ -44,21 +44,14 @@ def _converse(args: argparse.Namespace, lm, params) -> int:
         if not line.strip():
             continue
         messages.append({"role": "user", "content": line})
-        # The whole conversation is re-encoded each turn: templates may rewrite earlier turns.
-        prompt = encode_chat(tok, template.render(messages, add_generation_prompt=True))
+        # The whole conversation is re-encoded each turn: templates may rewrite earlier turns. What the user typed
+        # stays text: '<|im_end|>' in a line cannot end the turn (encode_chat).
+        prompt = encode_chat(tok, template, messages)
         text, stats = stream_completion(lm.model, tok, prompt, params, args.n_predict, set(tok.eog_ids), ctx)
         messages.append({"role": "assistant", "content": text.strip()})
         if args.verbose:
             print_summary(stats)
     return 0
-
-
-def encode_chat(tok: Tokenizer, rendered: str) -> list[int]:
-    """Encode a rendered conversation; add BOS as the model wants unless the template already wrote it."""
-    ids = tok.encode(rendered, add_bos=None)
-    if len(ids) > 1 and ids[0] == ids[1] == tok.bos_id:
-        ids = ids[1:]
-    return ids
 
 
 def _read_user(interactive: bool) -> str | None:

@@ -28,13 +28,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-queue", type=int, default=64, metavar="N",
                    help="requests waiting for a slot before 429 (default %(default)s)")
     p.add_argument("--shutdown-grace", type=float, default=10.0, metavar="S",
-                   help="on SIGTERM, seconds to let running requests finish (default %(default)s)")
+                   help="on SIGTERM, seconds to let running requests finish; new ones get 503 (default %(default)s)")
     add_cache_flags(p)
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    import uvicorn
+    from ..server.serve import serve  # uvicorn is imported only when serving
 
     _check(args)
     path = model_path(args)
@@ -45,11 +45,10 @@ def run(args: argparse.Namespace) -> int:
     host, port = sock.getsockname()[:2]
     print(f"moestream: serving {Path(path).name} on http://{host}:{port}/v1 (loading; GET /health says when ready)",
           file=sys.stderr, flush=True)
-    config = uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=args.shutdown_grace)
-    # uvicorn re-raises the SIGTERM it handled once it has shut down; with this handler installed beforehand that
+    # uvicorn re-raises a SIGTERM it handled once it has shut down; with this handler installed beforehand that
     # re-raise is a no-op, so a graceful stop exits 0 instead of dying by the signal
     signal.signal(signal.SIGTERM, lambda *_: None)
-    uvicorn.Server(config).run(sockets=[sock])
+    serve(app, sock, args.shutdown_grace)  # SIGTERM: new requests 503, running ones get --shutdown-grace s
     return 0
 
 

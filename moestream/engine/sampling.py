@@ -1,6 +1,9 @@
-"""Token sampling: repetition/presence/frequency penalties -> top-k -> top-p -> min-p -> temperature -> draw.
+"""Token sampling: repetition/presence/frequency penalties -> logit bias -> top-k -> top-p -> min-p -> temperature
+-> draw.
 
-Greedy when temperature is 0. A seeded torch.Generator makes sampled runs reproducible."""
+Greedy when temperature is 0. A seeded torch.Generator makes sampled runs reproducible. The logit bias (OpenAI's
+`logit_bias`: token id -> a value in [-100, 100] added to that token's logit) comes before every filter, so -100
+bans a token and +100 all but forces it."""
 
 from __future__ import annotations
 
@@ -24,6 +27,7 @@ class SamplingParams:
     presence_penalty: float = 0.0
     frequency_penalty: float = 0.0
     seed: int | None = None
+    logit_bias: tuple[tuple[int, float], ...] = ()  # (token id, bias) pairs
 
     def __post_init__(self) -> None:
         _check(self.temperature >= 0, f"temperature must be >= 0, got {self.temperature}")
@@ -34,6 +38,9 @@ class SamplingParams:
         _check(self.repeat_last_n >= 0, f"repeat_last_n must be >= 0, got {self.repeat_last_n}")
         _check(-2 <= self.presence_penalty <= 2, f"presence_penalty must be in [-2, 2], got {self.presence_penalty}")
         _check(-2 <= self.frequency_penalty <= 2, f"frequency_penalty must be in [-2, 2], got {self.frequency_penalty}")
+        for token, bias in self.logit_bias:
+            _check(token >= 0 and -100 <= bias <= 100, f"logit_bias needs token ids >= 0 and biases in [-100, 100], "
+                   f"got {token}: {bias}")
 
     @property
     def greedy(self) -> bool:
@@ -53,10 +60,15 @@ class Sampler:
         self.params = params
         seed = params.seed if params.seed is not None else random.randrange(2**63)
         self.generator = torch.Generator().manual_seed(seed)
+        pairs = params.logit_bias
+        self.bias_ids = torch.tensor([t for t, _ in pairs], dtype=torch.long) if pairs else None
+        self.bias_values = torch.tensor([b for _, b in pairs]) if pairs else None
 
     def __call__(self, logits: torch.Tensor, history: list[int]) -> int:
         # logits: [V] float32 for the next position; history: token ids so far (prompt + generated)
         logits = apply_penalties(logits.clone(), history, self.params)
+        if self.bias_ids is not None:
+            logits[self.bias_ids] += self.bias_values.to(logits.dtype)
         if self.params.greedy:
             return int(torch.argmax(logits))
         probs = torch.softmax(filter_logits(logits, self.params) / self.params.temperature, dim=-1)

@@ -28,6 +28,10 @@ class QueueFull(MoestreamError):
     """More requests are waiting than the scheduler accepts."""
 
 
+class SchedulerClosed(MoestreamError):
+    """The engine loop has stopped (shutdown): it takes no more requests."""
+
+
 @dataclass
 class TokenOut:
     """One generated token, or the end of a request (finish_reason set; token None when nothing was generated)."""
@@ -77,11 +81,14 @@ class Scheduler:
         self._waiting: deque[EngineRequest] = deque()
         self._running: list[_Slot] = []
         self._wake = threading.Condition()
+        self._closed = False  # set once run() has ended: a request submitted later would wait forever
 
     # ---- any thread ------------------------------------------------------------------------------------------
 
     def submit(self, req: EngineRequest) -> None:
         with self._wake:
+            if self._closed:
+                raise SchedulerClosed("the engine has stopped and takes no more requests")
             if len(self._waiting) >= self.max_waiting:
                 raise QueueFull(f"{len(self._waiting)} requests already waiting")
             self._waiting.append(req)
@@ -213,7 +220,7 @@ class Scheduler:
     def _finish_all(self, reason: str, error: str | None) -> None:
         self._finish_running(reason, error)
         with self._wake:
-            waiting, self._waiting = list(self._waiting), deque()
+            waiting, self._waiting, self._closed = list(self._waiting), deque(), True
         for req in waiting:
             req.on_event(TokenOut(None, finish_reason=reason, error=error))
 

@@ -1,21 +1,35 @@
 """The HTTP side of `moestream serve`: OpenAI's /v1/chat/completions, /v1/completions and /v1/models (whole or
-as server-sent events), /health and Prometheus /metrics. Every error is OpenAI-style JSON with its status."""
+as server-sent events), /health and Prometheus /metrics. Every error is OpenAI-style JSON with its status.
+
+Rules, for a server that meets hostile clients:
+- The event loop never does work that grows with the request: the JSON body is parsed, validated and tokenized
+  (a 4 MiB prompt takes seconds) on a worker thread, so /health and every other request stay answered meanwhile.
+- Input that Python's json accepts but that is no request is a 400, not a 500: nesting too deep for the parser,
+  lone surrogates (see protocol.py). Error bodies are written as ASCII JSON, so no message can fail to encode.
+- A client that leaves is noticed while its request waits, streamed or not (the ASGI channel says
+  http.disconnect), and its engine request is cancelled at the next step.
+- Every response is counted by endpoint and status in one place (`ServerApp`), and the requests in flight are
+  known there too: the graceful shutdown (serve.py) waits for them."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
+from typing import TypeVar
 
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from ..engine.scheduler import EngineRequest, QueueFull
+from ..engine.scheduler import EngineRequest, QueueFull, SchedulerClosed
 from ..errors import MoestreamError
+from ..tokenizer import encode_chat
 from . import protocol as P
 from .metrics import Metrics
 from .responses import Reply, chunk, usage_chunk, whole
@@ -23,10 +37,64 @@ from .textstream import TextStream
 from .worker import EngineWorker, Served
 
 MAX_BODY_BYTES = 4 << 20
+CLIENT_GONE = 499  # nginx's "client closed request": what a request whose client left is counted as
+DRAIN_POLL_S = 0.05
+_ENDPOINTS = frozenset(("/health", "/metrics", "/v1/models", "/v1/chat/completions", "/v1/completions"))
+T = TypeVar("T")
+
+
+class ServerApp:
+    """The ASGI app uvicorn runs: the routes, inside a layer that counts every response by endpoint and status
+    (5xx included: Starlette's last-resort 500 passes through here too) and knows how many requests are in flight."""
+
+    def __init__(self, inner: Starlette, worker: EngineWorker, metrics: Metrics):
+        self.inner, self.worker, self.metrics = inner, worker, metrics
+        self.in_flight = 0
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return await self.inner(scope, receive, send)
+        endpoint, status = _endpoint(scope["path"]), None
+
+        async def counted(message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                self.metrics.requests.labels(endpoint, str(status)).inc()
+            await send(message)
+
+        self.in_flight += 1
+        self.metrics.in_flight.inc()
+        try:
+            await self.inner(scope, receive, counted)
+        except Exception:
+            if status is None:  # nothing was sent: uvicorn answers 500 itself
+                self.metrics.requests.labels(endpoint, "500").inc()
+            raise
+        finally:
+            self.in_flight -= 1
+            self.metrics.in_flight.dec()
+
+    async def drain(self, grace: float) -> None:
+        """Shutdown: answer new requests 503, let those in flight finish for up to `grace` seconds, then end the
+        rest through the engine (a stream gets a last chunk with an error object, then `data: [DONE]`)."""
+        self.worker.closing = True
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace
+        while self.in_flight and loop.time() < deadline:
+            await asyncio.sleep(DRAIN_POLL_S)
+        self.worker.halt()
+
+
+def _endpoint(path: str) -> str:
+    # a fixed set of label values: a client sending random paths must not grow the metrics
+    if path in _ENDPOINTS:
+        return path
+    return "/v1/models/{model_id}" if path.startswith("/v1/models/") else "other"
 
 
 def create_app(worker: EngineWorker, metrics: Metrics, api_key: str | None = None,
-               max_body: int = MAX_BODY_BYTES) -> Starlette:
+               max_body: int = MAX_BODY_BYTES) -> ServerApp:
     api = _Api(worker, metrics, api_key, max_body)
     routes = [Route("/health", api.health), Route("/metrics", api.metrics),
               Route("/v1/models", api.models), Route("/v1/models/{model_id:path}", api.model),
@@ -38,24 +106,28 @@ def create_app(worker: EngineWorker, metrics: Metrics, api_key: str | None = Non
     async def lifespan(app):
         worker.start()  # loads the model in the background: /health answers 503 until it is ready
         yield
-        worker.stop(0.0)  # uvicorn has already let running requests finish within its grace period
+        worker.stop(0.0)  # the drain (serve.py) has already let running requests finish, then ended the rest
 
-    return Starlette(routes=routes, exception_handlers=handlers, lifespan=lifespan)
-
-
-async def _api_error(request: Request, exc: P.APIError) -> JSONResponse:
-    return JSONResponse(exc.body(), status_code=exc.status)
+    inner = Starlette(routes=routes, exception_handlers=handlers, lifespan=lifespan)
+    return ServerApp(inner, worker, metrics)
 
 
-async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
+def _error(err: P.APIError) -> Response:
+    # ASCII JSON: a message quoting odd input (a lone surrogate) still encodes
+    return Response(json.dumps(err.body()), status_code=err.status, media_type="application/json")
+
+
+async def _api_error(request: Request, exc: P.APIError) -> Response:
+    return _error(exc)
+
+
+async def _http_error(request: Request, exc: HTTPException) -> Response:
     kind = "not_found_error" if exc.status_code == 404 else "invalid_request_error"
-    err = P.APIError(exc.status_code, f"{request.method} {request.url.path}: {exc.detail}", kind)
-    return JSONResponse(err.body(), status_code=exc.status_code)
+    return _error(P.APIError(exc.status_code, f"{request.method} {request.url.path}: {exc.detail}", kind))
 
 
-async def _internal_error(request: Request, exc: Exception) -> JSONResponse:
-    err = P.APIError(500, f"internal error: {type(exc).__name__}: {exc}", "server_error")
-    return JSONResponse(err.body(), status_code=500)
+async def _internal_error(request: Request, exc: Exception) -> Response:
+    return _error(P.APIError(500, f"internal error: {type(exc).__name__}: {exc}", "server_error"))
 
 
 class _Api:
@@ -93,31 +165,33 @@ class _Api:
         return await self._complete(request, "text")
 
     async def _complete(self, request: Request, kind: str) -> Response:
-        endpoint = request.url.path
+        served = self._served(request)
+        raw = await self._read_body(request)
+        parsed, prompt, echo = await self._prepare(raw, served, kind)
+        ereq = self._engine_request(parsed.options, prompt, served)
+        reply = Reply(kind, served.model_id, len(prompt))
         try:
-            served = self._served(request)
-            body = await self._json_body(request)
-            parsed = P.parse_chat(body) if kind == "chat" else P.parse_completion(body)
-            if not self._known_model(parsed.model, served):
-                raise P.model_not_found(parsed.model)
-            prompt, echo = self._prompt(parsed, served, kind)
-            ereq = self._engine_request(parsed.options, prompt, served)
-            reply = Reply(kind, served.model_id, len(prompt))
             if parsed.options.stream:
-                events = self.worker.stream(ereq)
-                first = await anext(events)  # QueueFull surfaces here, before the 200 is sent
-                self.m.requests.labels(endpoint, "200").inc()
-                gen = self._sse(reply, parsed.options, served, events, first, echo, ereq)
-                return StreamingResponse(gen, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
-            result = await self._collect(reply, parsed.options, served, self.worker.stream(ereq), echo)
-        except P.APIError as err:
-            self.m.requests.labels(endpoint, str(err.status)).inc()
-            raise
+                return await self._stream(request, reply, parsed.options, served, ereq, echo)
+            work = self._collect(reply, parsed.options, served, self.worker.stream(ereq), echo)
+            result = await _unless_disconnected(request, work)
         except QueueFull:
-            self.m.requests.labels(endpoint, "429").inc()
-            raise P.overloaded()
-        self.m.requests.labels(endpoint, "200").inc()
-        return JSONResponse(result)
+            raise P.overloaded() from None
+        except SchedulerClosed:
+            raise P.unavailable("shutting down") from None
+        return Response(status_code=CLIENT_GONE) if result is None else JSONResponse(result)
+
+    async def _stream(self, request: Request, reply: Reply, opt: P.GenerationOptions, served: Served,
+                      ereq: EngineRequest, echo: str) -> Response:
+        events = self.worker.stream(ereq)
+        first = await _unless_disconnected(request, anext(events))  # QueueFull surfaces here, before the 200
+        if first is None or first.finish_reason in ("error", "cancelled"):
+            await events.aclose()
+            if first is None:
+                return Response(status_code=CLIENT_GONE)
+            raise _engine_error(first)  # nothing sent yet: a plain error reply rather than a stream of one
+        gen = self._sse(reply, opt, served, events, first, echo, ereq)
+        return StreamingResponse(gen, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
 
     def _served(self, request: Request) -> Served:
         self._check_key(request)
@@ -135,7 +209,7 @@ class _Api:
         if not secrets.compare_digest(given.encode(), self.api_key.encode()):
             raise P.unauthorized()
 
-    async def _json_body(self, request: Request) -> object:
+    async def _read_body(self, request: Request) -> bytes:
         raw, size = bytearray(), 0
         async for part in request.stream():  # read to the end even when too large: clients expect an answer
             size += len(part)
@@ -143,10 +217,24 @@ class _Api:
                 raw += part
         if size > self.max_body:
             raise P.too_large(self.max_body)
+        return bytes(raw)
+
+    async def _prepare(self, raw: bytes, served: Served, kind: str) -> tuple:
+        """Parse, validate and tokenize on a worker thread; the event loop goes on serving meanwhile."""
+        self.m.preparing.inc()
         try:
-            return json.loads(raw)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise P.malformed_json(str(exc)) from None
+            return await run_in_threadpool(self._parse_and_encode, raw, served, kind)
+        finally:
+            self.m.preparing.dec()
+
+    def _parse_and_encode(self, raw: bytes, served: Served, kind: str) -> tuple:
+        """(the parsed request, prompt ids, text to echo); a worker thread."""
+        body = _decode_json(raw)
+        parsed = P.parse_chat(body) if kind == "chat" else P.parse_completion(body)
+        if not self._known_model(parsed.model, served):
+            raise P.model_not_found(parsed.model)
+        _check_logit_bias(parsed.options.sampling.logit_bias, served)
+        return (parsed, *self._prompt(parsed, served, kind))
 
     @staticmethod
     def _known_model(name: str, served: Served) -> bool:
@@ -156,19 +244,19 @@ class _Api:
         """Prompt token ids, and the prompt text to echo (completions with echo only)."""
         tok = served.tokenizer
         if kind == "chat":
-            try:
-                rendered = served.template.render(list(parsed.messages), add_generation_prompt=True)
+            try:  # message content is text: control tokens come from the template only (no turn injection)
+                ids = encode_chat(tok, served.template, list(parsed.messages))
             except MoestreamError as exc:
                 raise P.APIError(400, f"cannot apply the chat template: {exc}", param="messages") from None
-            ids = tok.encode(rendered, add_bos=None)
-            ids = ids[1:] if len(ids) > 1 and ids[0] == ids[1] == tok.bos_id else ids
             echo = ""
         elif isinstance(parsed.prompt, str):
-            ids, echo = tok.encode(parsed.prompt, add_bos=None), parsed.prompt
+            # a prompt string is plain text too, as in OpenAI's API; token-id prompts can hold control tokens
+            ids, echo = tok.encode(parsed.prompt, add_bos=None, parse_special=False), parsed.prompt
         else:
             ids = list(parsed.prompt)
             if max(ids) >= tok.vocab_size:
-                raise P.APIError(400, f"token id {max(ids)} is outside the vocabulary ({tok.vocab_size})", param="prompt")
+                raise P.APIError(400, f"token id {max(ids)} is outside the vocabulary ({tok.vocab_size})",
+                                 param="prompt")
             echo = tok.decode(ids)
         self._check_context(len(ids), served, "messages" if kind == "chat" else "prompt")
         return ids, (echo if kind == "text" and parsed.echo else "")
@@ -232,9 +320,7 @@ class _Api:
     def _absorb(self, reply: Reply, ev, text: TextStream) -> str:
         """Account one engine event into `reply`; returns the text it adds."""
         if ev.finish_reason in ("error", "cancelled"):
-            raise P.APIError(500 if ev.finish_reason == "error" else 503,
-                             ev.error or "the server is shutting down; the request was cancelled",
-                             "server_error")
+            raise _engine_error(ev)
         piece = ""
         if ev.token is not None:
             reply.completion_tokens += 1
@@ -250,6 +336,49 @@ class _Api:
         if reply.finish_reason:
             self.m.prompt_tokens.inc(reply.prompt_tokens)
         return piece
+
+
+def _engine_error(ev) -> P.APIError:
+    # 'cancelled' reaches a listener only at shutdown: a client that left is not listening any more
+    if ev.finish_reason == "error":
+        return P.APIError(500, ev.error or "the engine failed", "server_error")
+    return P.APIError(503, "The server is shutting down; the request was cancelled.", "server_error")
+
+
+def _decode_json(raw: bytes) -> object:
+    try:
+        return json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise P.malformed_json(str(exc)) from None
+    except RecursionError:  # e.g. 100000 x '[': the parser's recursion limit, not a server fault
+        raise P.too_deep() from None
+
+
+def _check_logit_bias(bias: tuple[tuple[int, float], ...], served: Served) -> None:
+    outside = [token for token, _ in bias if token >= served.tokenizer.vocab_size]
+    if outside:
+        raise P.APIError(400, f"Invalid 'logit_bias': token id {outside[0]} is outside the vocabulary "
+                         f"({served.tokenizer.vocab_size} tokens).", param="logit_bias", code="invalid_value")
+
+
+async def _unless_disconnected(request: Request, work: Awaitable[T]) -> T | None:
+    """`await work`, unless the client disconnects first: then `work` is cancelled (the engine request with it,
+    by the event iterator's `finally`) and the result is None."""
+    task, watch = asyncio.ensure_future(work), asyncio.ensure_future(_disconnect(request))
+    try:
+        await asyncio.wait((task, watch), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watch.cancel()
+        if not task.done():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)  # let its `finally` clauses run
+    return None if task.cancelled() else task.result()
+
+
+async def _disconnect(request: Request) -> None:
+    # the body has been read: what the ASGI channel says next is http.disconnect, when the client goes
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
 
 
 def _sse(obj: dict) -> bytes:

@@ -1,8 +1,13 @@
 """Prometheus metrics for `GET /metrics`: requests, tokens, throughput, expert cache, read and step latency,
-queue depth. Cache counters are read from the cache's own statistics at scrape time, so they never drift."""
+queue depth. Cache counters are read from the cache's own statistics at scrape time, so they never drift.
+
+Every HTTP response is counted by endpoint and status where it leaves the app (`app.py`), 5xx included, so no
+error path can forget it. State kept between scrapes is bounded: generated tokens are counted per second of a
+window that drops old seconds as new ones begin, so a server nobody scrapes holds at most a dozen entries."""
 
 from __future__ import annotations
 
+import math
 import time
 from collections import deque
 
@@ -18,7 +23,11 @@ THROUGHPUT_WINDOW_S = 10.0
 class Metrics:
     def __init__(self):
         self.registry = r = CollectorRegistry()
-        self.requests = Counter("moestream_requests", "HTTP requests answered", ["endpoint", "status"], registry=r)
+        self.requests = Counter("moestream_requests", "HTTP responses by endpoint and status", ["endpoint", "status"],
+                                registry=r)
+        self.in_flight = Gauge("moestream_http_requests_in_flight", "HTTP requests being answered", registry=r)
+        self.preparing = Gauge("moestream_preparing_requests",
+                               "requests whose body is being parsed and tokenized (off the event loop)", registry=r)
         self.prompt_tokens = Counter("moestream_prompt_tokens", "prompt tokens processed", registry=r)
         self.generated_tokens = Counter("moestream_generated_tokens", "tokens generated", registry=r)
         self.step_latency = Histogram("moestream_step_latency_seconds", "one batched forward step", registry=r,
@@ -31,7 +40,7 @@ class Metrics:
         self.tokens_per_second = Gauge("moestream_tokens_per_second",
                                        f"generated tokens per second over the last {THROUGHPUT_WINDOW_S:.0f} s",
                                        registry=r)
-        self._recent: deque[tuple[float, int]] = deque()  # (time, tokens generated then)
+        self._recent: deque[list[int]] = deque()  # [second, tokens generated in it], oldest first
         self._cache = None
         r.register(_CacheCollector(self))
 
@@ -48,17 +57,25 @@ class Metrics:
 
     def on_token(self) -> None:
         self.generated_tokens.inc()
-        self._recent.append((time.monotonic(), 1))
+        now = time.monotonic()
+        second = math.floor(now)
+        if self._recent and self._recent[-1][0] == second:
+            self._recent[-1][1] += 1
+        else:
+            self._recent.append([second, 1])
+            self._prune(now)
 
     def exposition(self) -> bytes:
         self._update_throughput()
         return generate_latest(self.registry)
 
     def _update_throughput(self) -> None:
-        now = time.monotonic()
-        while self._recent and self._recent[0][0] < now - THROUGHPUT_WINDOW_S:
-            self._recent.popleft()
+        self._prune(time.monotonic())
         self.tokens_per_second.set(sum(n for _, n in self._recent) / THROUGHPUT_WINDOW_S)
+
+    def _prune(self, now: float) -> None:
+        while self._recent and self._recent[0][0] + 1 <= now - THROUGHPUT_WINDOW_S:  # wholly outside the window
+            self._recent.popleft()
 
     def _drain_read_latency(self) -> None:
         """Move new read latencies into the histogram and drop them from the cache's list, which a server

@@ -4,7 +4,9 @@ No HTTP here: the app decodes the JSON and hands the value to `parse_chat` / `pa
 `APIError` with `status` and `body()`. Status rules: the body is not an object -> 400; a required field is missing or
 a known field has the wrong JSON type -> 422; the right type with a bad value, or a feature this server lacks -> 400.
 In a field's error `param` is the top-level field, and the message names the exact place (e.g. 'messages[1].role').
-Unknown fields are ignored, as clients send many optional ones; null counts as absent, as in OpenAI's API."""
+Unknown fields are ignored, as clients send many optional ones; null counts as absent, as in OpenAI's API.
+Every string read passes one check, `_as_str`: JSON's '\\ud800' escape decodes to a lone surrogate, which is no
+Unicode text (it cannot be encoded as UTF-8), so it is a 400 naming the field, not a crash in the tokenizer."""
 
 from __future__ import annotations
 
@@ -55,6 +57,10 @@ def malformed_json(detail: str) -> APIError:
     return APIError(400, f"We could not parse the JSON body of your request ({detail}).")
 
 
+def too_deep() -> APIError:
+    return APIError(400, "We could not parse the JSON body of your request: it nests arrays or objects too deeply.")
+
+
 @dataclass(frozen=True)
 class GenerationOptions:
     max_tokens: int | None  # None = until the context ends
@@ -95,6 +101,8 @@ def parse_completion(body: object) -> CompletionRequest:
     model, prompt = _required(body, "model", _as_str), _prompt(_required(body, "prompt"))
     _refuse_unsupported(body)
     _check(_read(body, "best_of", _as_int, 1) == 1, "best_of", "Only best_of=1 is supported.", "unsupported_value")
+    _check(not _read(body, "suffix", _as_str), "suffix", "'suffix' (text after the completion, for insertion) "
+           "is not supported by this server.", "unsupported_parameter")
     options = _options(body, _max_tokens(body, ("max_tokens",)), _completion_logprobs(body))
     return CompletionRequest(model, prompt, _read(body, "echo", _as_bool, False), options)
 
@@ -168,7 +176,25 @@ def _of_type(kind: type, expected: str) -> Callable:
     return check
 
 
-_as_bool, _as_str, _as_object = _of_type(bool, "a boolean"), _of_type(str, "a string"), _of_type(dict, "an object")
+_as_bool, _as_object = _of_type(bool, "a boolean"), _of_type(dict, "an object")
+
+
+def _as_str(value: object, label: str) -> str:
+    if not isinstance(value, str):
+        raise _type_error(label, "a string", value)
+    _check(_is_unicode(value), label, f"Invalid '{label}': the text holds a lone UTF-16 surrogate (an unpaired "
+           "escape such as \\ud800), which is not Unicode text.", "invalid_value")
+    return value
+
+
+def _is_unicode(text: str) -> bool:
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _bounded(body: dict, name: str, check: Callable, default: Any, within: Callable, rule: str) -> Any:
@@ -225,7 +251,7 @@ def _sampling(body: dict) -> SamplingParams:
             top_p=_number(body, "top_p", 1.0, lambda p: 0 < p <= 1, "a value in (0, 1]"),
             presence_penalty=_number(body, "presence_penalty", 0.0, lambda p: -2 <= p <= 2, "a value in [-2, 2]"),
             frequency_penalty=_number(body, "frequency_penalty", 0.0, lambda p: -2 <= p <= 2, "a value in [-2, 2]"),
-            seed=_seed(body), top_k=0, min_p=0.0, repeat_penalty=1.0)
+            seed=_seed(body), top_k=0, min_p=0.0, repeat_penalty=1.0, logit_bias=_logit_bias(body))
     except ConfigError as error:
         raise APIError(400, str(error)) from error
 
@@ -237,6 +263,20 @@ def _number(body: dict, name: str, default: float, within: Callable, rule: str) 
 def _seed(body: dict) -> int | None:
     # torch.Generator.manual_seed takes any 64-bit value, signed or not
     return _bounded(body, "seed", _as_int, None, lambda s: -2**63 <= s < 2**64, "a 64-bit integer")
+
+
+def _logit_bias(body: dict) -> tuple[tuple[int, float], ...]:
+    # {"50256": -100}: keys are token ids written as strings (JSON keys are strings); the server checks them
+    # against the vocabulary size, which is not known here
+    bias: dict[int, float] = {}
+    for key, value in _read(body, "logit_bias", _as_object, {}).items():
+        _check(key.isascii() and key.isdigit() and len(key) <= 10, "logit_bias", "Invalid 'logit_bias': keys are "
+               f"token ids written as strings, such as \"50256\", but got {ascii(key[:40])}.", "invalid_value")
+        label = f"logit_bias.{key}"
+        value = float(_as_number(value, label))
+        _check(-100 <= value <= 100, label, f"Invalid '{label}': expected a value in [-100, 100], but got {value}.")
+        bias[int(key)] = value
+    return tuple(sorted(bias.items()))
 
 
 def _include_usage(body: dict, stream: bool) -> bool:
@@ -272,7 +312,7 @@ def _content(message: dict, label: str, role: str) -> str:
         return ""
     content = _required(message, "content", within=label)
     if isinstance(content, str):
-        return content
+        return _as_str(content, f"{label}.content")
     if not isinstance(content, list):
         raise _type_error(f"{label}.content", "a string or an array of content parts", content)
     # separate parts are separate pieces of text: a newline keeps their words apart, as vLLM does
@@ -309,7 +349,7 @@ def _prompt(value: object) -> str | tuple[int, ...]:
         value = value[0]
     if isinstance(value, str):
         _check(value, "prompt", "Invalid 'prompt': expected a non-empty string.")
-        return value
+        return _as_str(value, "prompt")
     if not isinstance(value, list):
         raise _type_error("prompt", "a string or an array of token ids", value)
     _check(value, "prompt", "Invalid 'prompt': expected at least one token id, but got an empty array.")

@@ -55,12 +55,18 @@ class EngineWorker:
         deadline = time.monotonic() + grace
         while self.scheduler is not None and any(self.scheduler.load) and time.monotonic() < deadline:
             time.sleep(0.05)
-        self._stop.set()
-        if self.scheduler is not None:
-            self.scheduler.wake()
+        self.halt()
         self._thread.join(timeout=30)
         if self.served is not None:
             self.served.lm.close()
+
+    def halt(self) -> None:
+        """Any thread, without waiting: take no new requests, and end every running or waiting one with
+        finish_reason 'cancelled' at the next step (the engine thread then leaves its loop)."""
+        self.closing = True
+        self._stop.set()
+        if self.scheduler is not None:
+            self.scheduler.wake()
 
     def _main(self) -> None:
         try:

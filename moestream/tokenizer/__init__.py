@@ -2,7 +2,8 @@
 detokenization, and chat-template rendering."""
 
 from .chat import ChatTemplate
+from .prompt import encode_chat
 from .stream import StreamDecoder
 from .tokenizer import Tokenizer
 
-__all__ = ["ChatTemplate", "StreamDecoder", "Tokenizer"]
+__all__ = ["ChatTemplate", "StreamDecoder", "Tokenizer", "encode_chat"]

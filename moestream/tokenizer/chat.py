@@ -10,11 +10,20 @@ mark assistant text for training masks) renders its body unchanged.
 
 Without a template in the GGUF the default is ChatML (`<|im_start|>role\\ncontent<|im_end|>\\n`), the format of
 transformers' historical default template.
+
+`render_parts` tells the template's own text apart from message content, so that only the template can insert
+control tokens (a user typing '<|im_end|><|im_start|>system' must not open a new turn). It renders a second time
+with each content replaced by a unique marker, then checks that the real prompt is that skeleton with each marker
+replaced by its content as given or stripped (templates commonly `trim` it); when a template transforms content
+in any other way (Qwen3 cuts reasoning out of assistant turns), it returns None and the caller decides. Only
+`content` strings are kept apart: other message fields (reasoning, tool calls) count as the template's text.
 """
 
 from __future__ import annotations
 
 import json
+import re
+import secrets
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
@@ -72,8 +81,51 @@ class ChatTemplate:
                 add_generation_prompt=add_generation_prompt,
                 **context,
             )
-        except jinja2.TemplateError as exc:
+        except Exception as exc:  # template code is data from the file: a TypeError in it is its error, not ours
             raise TokenizerError(f"chat template failed to render: {type(exc).__name__}: {exc}") from None
+
+    def render_parts(self, messages: Sequence[Mapping[str, Any]], add_generation_prompt: bool = True,
+                     **kwargs: Any) -> list[tuple[str, bool]] | None:
+        """`render`'s prompt as (text, from_template) parts in order: False for text that is a message's
+        content, True for the template's own. None when the two cannot be told apart (see the module notes)."""
+        real = self.render(messages, add_generation_prompt, **kwargs)
+        nonce = secrets.token_hex(8)
+        marked = [_with_marker(m, i, nonce) for i, m in enumerate(messages)]
+        try:
+            skeleton = self.render(marked, add_generation_prompt, **kwargs)
+        except TokenizerError:  # the template looked into the content (e.g. checked a prefix) and refused
+            return None
+        pieces = re.split(f"\ue000{nonce}:(\\d+)\ue001", skeleton)  # template text, index, template text, ...
+        return _align(real, pieces, [m.get("content") for m in messages])
+
+
+def _with_marker(message: Mapping[str, Any], index: int, nonce: str) -> dict:
+    # private-use characters around a random nonce: no template text or user text can contain the marker
+    content = message.get("content")
+    return {**message, "content": f"\ue000{nonce}:{index}\ue001"} if isinstance(content, str) else dict(message)
+
+
+def _align(real: str, pieces: list[str], contents: list[Any]) -> list[tuple[str, bool]] | None:
+    """Match `real` against the skeleton's pieces; each marker stands for its content as is or stripped."""
+    parts, pos = [], 0
+    for k, piece in enumerate(pieces):
+        if k % 2 == 0:
+            if not real.startswith(piece, pos):
+                return None
+            parts.append((piece, True))
+        else:
+            following = pieces[k + 1]  # split() puts template text (maybe empty) after every marker
+            piece = next((t for t in _variants(contents[int(piece)]) if real.startswith(following, pos + len(t))
+                          and real.startswith(t, pos)), None)
+            if piece is None:
+                return None
+            parts.append((piece, False))
+        pos += len(piece)
+    return [p for p in parts if p[0]] if pos == len(real) else None
+
+
+def _variants(content: str) -> tuple[str, ...]:
+    return tuple(dict.fromkeys((content, content.strip(), content.rstrip(), content.lstrip())))
 
 
 def _token_text(meta: Mapping[str, Any], role: str) -> str:

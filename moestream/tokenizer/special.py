@@ -5,9 +5,15 @@ tried one at a time, longest first, and each one is cut out of every text fragme
 always wins over a shorter one even when the shorter one occurs earlier and overlaps it. Control and unknown
 tokens are only recognised when `parse_special` is set; user-defined tokens always are (as HF tokenizers do for
 "added tokens"), which matters for neox-style vocabularies that list e.g. runs of spaces as added tokens.
+
+`partition_parts` does the same for text given in parts, each with its own `parse_special` (a chat template's
+own text: yes; message content: no, so that '<|im_start|>' typed by a user stays text), and joins adjacent text
+fragments again: text without control-token texts then tokenizes exactly as the parts' concatenation would.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterable
 
 from .vocab import Attr, Vocab
 
@@ -27,6 +33,18 @@ def partition(text: str, vocab: Vocab, parse_special: bool) -> list[Fragment]:
         if token_text in text:
             fragments = _cut(fragments, token_text, token_id)
     return fragments
+
+
+def partition_parts(parts: Iterable[tuple[str, bool]], vocab: Vocab) -> list[Fragment]:
+    """parts: (text, parse_special) in order."""
+    out: list[Fragment] = []
+    for text, parse_special in parts:
+        for frag in partition(text, vocab, parse_special):
+            if isinstance(frag, str) and out and isinstance(out[-1], str):
+                out[-1] += frag
+            else:
+                out.append(frag)
+    return out
 
 
 def _cut(fragments: list[Fragment], token_text: str, token_id: int) -> list[Fragment]:

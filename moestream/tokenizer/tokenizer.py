@@ -16,8 +16,8 @@ from typing import Any
 
 from ..errors import TokenizerError
 from .bpe import BpeModel, unicode_to_byte
-from .metadata import metadata_of
-from .special import partition
+from .metadata import check_types, metadata_of
+from .special import partition, partition_parts
 from .spm import SPACE, SpmModel
 from .stream import StreamDecoder
 from .vocab import Attr, Vocab, build_vocab
@@ -33,6 +33,7 @@ _DEFAULT_IDS: dict[str, dict[str, int | None]] = {
 
 class Tokenizer:
     def __init__(self, meta: Mapping[str, Any]):
+        check_types(meta)
         self.model_name = _model_name(meta)
         self.pre: str | None = meta.get("tokenizer.ggml.pre")
         self.vocab: Vocab = build_vocab(meta, _DEFAULT_IDS[self.model_name])
@@ -90,12 +91,18 @@ class Tokenizer:
         control-token texts (e.g. '<|im_start|>') into their ids; user-defined tokens are always recognised.
         `add_eos` defaults to False, not to the GGUF's add_eos_token (None), because encoded text is normally a
         prompt to be continued."""
+        return self.encode_parts([(text, parse_special)], add_bos, add_eos)
+
+    def encode_parts(self, parts: Iterable[tuple[str, bool]], add_bos: bool | None = None,
+                     add_eos: bool | None = False) -> list[int]:
+        """`encode` of the parts' concatenation, with `parse_special` given per part (text, parse_special):
+        control-token texts count only inside parts that allow them, never across a part boundary."""
         out: list[int] = []
         if self.add_bos_default if add_bos is None else add_bos:
             if self.bos_id is None:
                 raise TokenizerError("BOS requested but this vocabulary has no BOS token")
             out.append(self.bos_id)
-        fragments = partition(text, self.vocab, parse_special)
+        fragments = partition_parts(parts, self.vocab)
         if self.is_spm:
             self._encode_spm(fragments, out)
         else:
@@ -104,6 +111,10 @@ class Tokenizer:
         if (self.add_eos_default if add_eos is None else add_eos) and self.eos_id is not None:
             out.append(self.eos_id)
         return out
+
+    def has_control_text(self, text: str) -> bool:
+        """Whether `text` contains the literal text of a control or unknown token (e.g. '</s>')."""
+        return any(isinstance(frag, int) and self.is_special(frag) for frag in partition(text, self.vocab, True))
 
     def _encode_spm(self, fragments: list[str | int], out: list[int]) -> None:
         # llama.cpp prefixes a space to the text at the start and after every special token, so that a word

@@ -66,7 +66,7 @@ def test_null_means_absent():
 
 
 def test_unknown_fields_are_ignored():
-    extras = {"logit_bias": {"1": 5}, "tool_choice": "none", "metadata": {}, "store": False, "x_custom": [1]}
+    extras = {"tool_choice": "none", "metadata": {}, "store": False, "x_custom": [1], "\ud800": "\udfff"}
     assert parse_chat(chat(**extras)).options == parse_chat(chat()).options
     assert parse_completion(completion(suffix=None, **extras)).options == parse_completion(completion()).options
 
@@ -137,6 +137,16 @@ def test_echo():
     assert parse_completion(completion(echo=True)).echo is True
 
 
+def test_logit_bias_reaches_sampling_params():
+    bias = parse_chat(chat(logit_bias={"50256": -100, "7": 2.5, "0": 100, "07": 1})).options.sampling.logit_bias
+    assert bias == ((0, 100.0), (7, 1.0), (50256, -100.0))  # "07" names token 7 too: the last one given wins
+    assert parse_completion(completion(logit_bias={})).options == parse_completion(completion()).options
+
+
+def test_empty_suffix_asks_for_nothing():
+    assert parse_completion(completion(suffix="")).options == parse_completion(completion()).options
+
+
 # --- errors ----------------------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("parse", [parse_chat, parse_completion])
@@ -165,7 +175,8 @@ CHAT_422 = [
     ({"stream": True, "stream_options": "usage"}, "stream_options"),
     ({"stream": True, "stream_options": {"include_usage": "yes"}}, "stream_options"),
     ({"logprobs": 1}, "logprobs"), ({"logprobs": True, "top_logprobs": "2"}, "top_logprobs"), ({"user": 5}, "user"),
-    ({"n": "1"}, "n"),
+    ({"n": "1"}, "n"), ({"logit_bias": [1]}, "logit_bias"), ({"logit_bias": {"5": "1"}}, "logit_bias"),
+    ({"logit_bias": {"5": None}}, "logit_bias"),
 ]
 
 
@@ -212,6 +223,15 @@ CHAT_400 = [
     ({"tools": [{"type": "function", "function": {"name": "f"}}]}, "tools"),
     ({"functions": [{"name": "f"}]}, "functions"),
     ({"response_format": {"type": "json_object"}}, "response_format"),
+    ({"logit_bias": {"5": 101}}, "logit_bias"), ({"logit_bias": {"5": -100.5}}, "logit_bias"),
+    ({"logit_bias": {"-5": 1}}, "logit_bias"), ({"logit_bias": {"abc": 1}}, "logit_bias"),
+    ({"logit_bias": {"1e3": 1}}, "logit_bias"), ({"logit_bias": {"²": 1}}, "logit_bias"),
+    ({"logit_bias": {"9" * 5000: 1}}, "logit_bias"), ({"logit_bias": {"5": float("nan")}}, "logit_bias"),
+    # JSON's "\ud800" decodes to a lone surrogate: no Unicode text, so a bad value wherever a string is read
+    ({"model": "m\ud800"}, "model"), ({"messages": [{"role": "user", "content": "a\ud800b"}]}, "messages"),
+    ({"messages": [{"role": "user", "content": [{"type": "text", "text": "\udfff"}]}]}, "messages"),
+    ({"messages": [{"role": "\ud800", "content": "x"}]}, "messages"), ({"stop": ["\ud800"]}, "stop"),
+    ({"user": "\udc00"}, "user"),
 ]
 
 
@@ -260,6 +280,7 @@ COMPLETION_400 = [
     ({"max_tokens": 0}, "max_tokens"), ({"temperature": 2.5}, "temperature"),
     ({"stop": ["1", "2", "3", "4", "5"]}, "stop"),
     ({"stream_options": {"include_usage": True}}, "stream_options"),
+    ({"prompt": "once \ud800"}, "prompt"), ({"prompt": ["\ud83d"]}, "prompt"), ({"suffix": "the end"}, "suffix"),
 ]
 
 
@@ -268,6 +289,13 @@ def test_completion_invalid_value_is_400(fields, param):
     error = error_of(parse_completion, completion(**fields))
     assert (error.status, error.param) == (400, param)
     assert_openai_shape(error)
+
+
+def test_lone_surrogate_message_is_ascii_safe():
+    error = error_of(parse_chat, chat(messages=[{"role": "user", "content": "\ud800"}]))
+    assert "surrogate" in error.message and "messages[0].content" in error.message
+    error.message.encode("utf-8")  # the message itself quotes nothing that cannot be sent
+    assert "suffix" in error_of(parse_completion, completion(suffix="x")).message
 
 
 def test_several_prompts_are_refused_by_name():
@@ -292,6 +320,7 @@ def test_config_error_from_sampling_params_is_400_with_its_message(monkeypatch):
     (overloaded(), 429, "rate_limit_error", None, None),
     (unavailable("the model is loading"), 503, "server_error", None, None),
     (malformed_json("Expecting value: line 1 column 1"), 400, "invalid_request_error", None, None),
+    (protocol.too_deep(), 400, "invalid_request_error", None, None),
 ])
 def test_error_helpers(error, status, type_, param, code):
     assert (error.status, error.type, error.param, error.code) == (status, type_, param, code)
