@@ -1,0 +1,86 @@
+"""Seeded mutation fuzzing of real GGUF files: every hostile edit in tests/fuzz/mutations.py must make `inspect`
+and a 2-token `generate` either succeed or raise a MoestreamError. Any other exception, a crash of the process
+(segfault, abort, SIGBUS) or a case running past the time limit fails the test, naming the case.
+
+Two base files: the embedded default model (merged expert tensors) and a per-expert-layout copy of it. Cases run
+in worker processes (`tests/fuzz/worker.py`), one per base file, side by side; a worker that dies is restarted
+after the case that killed it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from moestream.assets import default_model_path
+from tests.fuzz.gguf_model import read_header
+from tests.fuzz.mutations import catalogue
+from tests.fixtures.gguf_edit import copy_gguf, split_experts
+
+SEED = 20261201
+N_RANDOM = 24
+LIMIT_S = 20.0  # per command; the slowest legitimate case (a full load + 2 tokens) takes well under a second
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def per_expert_file(tmp_path_factory) -> Path:
+    return copy_gguf(default_model_path(), tmp_path_factory.mktemp("fuzz") / "per-expert.gguf",
+                     edit_tensors=split_experts)
+
+
+def run_worker(base: Path, scope: str, start: int, end: int) -> tuple[list[dict], list[str]]:
+    """All results of cases start..end, restarting after crashes; -> (results, crash descriptions)."""
+    results, crashes = [], []
+    while start < end:
+        cmd = [sys.executable, "-m", "tests.fuzz.worker", str(base), scope, str(start), str(end), str(SEED),
+               str(N_RANDOM), str(LIMIT_S)]
+        proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=LIMIT_S * 2 * (end - start) + 60)
+        running = None
+        for line in proc.stdout.splitlines():
+            if line.startswith("start "):
+                running = int(line.split()[1])
+            elif line.startswith("{"):
+                results.append(json.loads(line))
+                running = None
+        if proc.returncode == 0:
+            break
+        if running is None:  # died outside a case (e.g. on import): nothing to restart from
+            crashes.append(f"worker exited {proc.returncode} outside a case: {proc.stderr[-2000:]}")
+            break
+        crashes.append(f"case {running} killed the process (exit {proc.returncode}): {proc.stderr[-1500:]}")
+        start = running + 1
+    return results, crashes
+
+
+def _n_cases(base: Path, scope: str) -> int:
+    return len(catalogue(read_header(base), SEED, N_RANDOM, scope))
+
+
+def test_mutated_files_fail_cleanly(per_expert_file):
+    bases = {default_model_path(): "all", per_expert_file: "tensors"}
+    outcomes: dict[Path, tuple[list[dict], list[str]]] = {}
+
+    def run(base: Path) -> None:
+        outcomes[base] = run_worker(base, bases[base], 0, _n_cases(base, bases[base]))
+
+    threads = [threading.Thread(target=run, args=(b,)) for b in bases]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    failures = []
+    for base, (results, crashes) in outcomes.items():
+        failures += [f"{base.name}: {c}" for c in crashes]
+        failures += [f"{base.name}: case {r['i']} ({r['name']}): {r['outcome']}: {r['detail']}"
+                     for r in results if r["outcome"] in ("bug", "timeout")]
+        counts = {k: sum(r["outcome"] == k for r in results) for k in ("ok", "error", "bug", "timeout")}
+        print(f"{base.name}: {len(results)} cases, {counts}")
+        assert len(results) + len(crashes) == _n_cases(base, bases[base]), "some cases neither ran nor crashed"
+    assert not failures, "\n\n".join(failures[:20])
+    for results, _ in outcomes.values():
+        assert sum(r["outcome"] == "error" for r in results) > len(results) // 2, "most hostile edits are refused"
