@@ -172,8 +172,40 @@ def _strftime_now(fmt: str) -> str:
     return datetime.now().strftime(fmt)
 
 
+MAX_RESULT_LENGTH = 1 << 22  # a template's own '*' may build strings or lists of at most this many items
+
+
+class _BoundedEnvironment(ImmutableSandboxedEnvironment):
+    """The sandbox already bounds `range()`; this also bounds `**` and `*`, which a hostile template in a GGUF
+    could use to hang the process (`10 ** 10 ** 10`) or fill memory (`'x' * 10 ** 12`)."""
+
+    intercepted_binops = frozenset(["**", "*"])
+
+    def call_binop(self, context, operator: str, left, right):
+        if operator == "**" and _power_too_large(left, right):
+            raise jinja2.exceptions.SecurityError(f"chat template computes a power too large ({right})")
+        if operator == "*" and _result_length(left, right) > MAX_RESULT_LENGTH:
+            raise jinja2.exceptions.SecurityError("chat template repeats a string or list too many times")
+        return super().call_binop(context, operator, left, right)
+
+
+def _power_too_large(base, exponent) -> bool:
+    """An integer result over 2^65536 bits' worth (or an exponent over 1024) is no chat template's business."""
+    if not isinstance(exponent, (int, float)) or isinstance(exponent, bool):
+        return False
+    bits = base.bit_length() if isinstance(base, int) else 1
+    return abs(exponent) > 1024 or bits * abs(exponent) > 1 << 16
+
+
+def _result_length(left, right) -> int:
+    for seq, n in ((left, right), (right, left)):
+        if isinstance(seq, (str, list, tuple)) and isinstance(n, int):
+            return len(seq) * n
+    return 0
+
+
 def _compile(source: str) -> jinja2.Template:
-    env = ImmutableSandboxedEnvironment(
+    env = _BoundedEnvironment(
         trim_blocks=True, lstrip_blocks=True, extensions=[_GenerationBlock, jinja2.ext.loopcontrols]
     )
     env.filters["tojson"] = _tojson

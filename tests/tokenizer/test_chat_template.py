@@ -129,3 +129,16 @@ def test_sandbox_violation_becomes_tokenizer_error():
 def test_missing_named_template_is_an_error():
     with pytest.raises(TokenizerError, match="tool_use"):
         ChatTemplate.from_gguf(vocab_file("qwen2"), name="tool_use")
+
+
+@pytest.mark.parametrize("source", ["{{ ((10 ** 1000) ** 1000) ** 1000 }}", "{{ 2 ** 100000 }}",
+                                    "{{ 'x' * 10 ** 12 }}", "{{ [0] * 10 ** 9 }}"])
+def test_hostile_arithmetic_in_a_template_is_refused_not_run(source):
+    # a GGUF's template could otherwise hang the process computing a huge power, or fill memory
+    with pytest.raises(TokenizerError, match="too"):
+        ChatTemplate(source).render([{"role": "user", "content": "hi"}])
+
+
+def test_ordinary_arithmetic_still_renders():
+    out = ChatTemplate("{{ 2 ** 10 }} {{ 'ab' * 3 }} {{ [1] * 2 }} {{ 1.5 ** 2 }}").render([])
+    assert out == "1024 ababab [1, 1] 2.25"
