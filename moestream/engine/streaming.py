@@ -3,6 +3,7 @@ memory map (`CacheConfig(mmap=True)`, for comparisons)."""
 
 from __future__ import annotations
 
+import functools
 import sys
 import warnings
 
@@ -17,10 +18,27 @@ AUTO_READER = "uring"  # measured: see docs/benchmarks.md (reader backends)
 
 
 def open_reader(path, config: CacheConfig) -> Reader:
+    """The configured backend; `auto` takes io_uring where this process may use it (seccomp profiles, old
+    kernels and container runtimes refuse io_uring_setup) and the thread reader otherwise, saying so once."""
     file = DirectFile(path, direct=config.direct)
-    if config.reader == "uring" or (config.reader == "auto" and AUTO_READER == "uring" and uring.available()):
-        return uring.UringReader(file, config.depth)
-    return ThreadReader(file, config.depth)
+    try:
+        if config.reader == "uring":
+            return uring.UringReader(file, config.depth)
+        if config.reader == "auto" and AUTO_READER == "uring" and uring.available():
+            try:
+                return uring.UringReader(file, config.depth)
+            except uring.UringRefused as exc:
+                _notice_once(f"moestream: io_uring is refused here ({exc.reason}); reading with threads instead")
+        return ThreadReader(file, config.depth)
+    except BaseException:
+        file.close()  # no descriptor outlives a refused reader
+        raise
+
+
+@functools.cache
+def _notice_once(text: str) -> None:
+    """Print a notice to stderr the first time it comes up in this process (it would repeat on every open)."""
+    print(text, file=sys.stderr)
 
 
 def open_cache(path, store: ExpertStore, n_used: int, config: CacheConfig,

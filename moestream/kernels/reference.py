@@ -4,7 +4,8 @@
 kernels (and llama.cpp) do (A32: blocks of 32, scale amax/127 kept as fp16, codes rounded half away from zero;
 AK: blocks of 256, scale -max/128 as ggml's Q8_K), so a native
 result must match it to float rounding; against `matmul` the gap is bounded by the activation quantization
-error (see ACT_ERROR_BOUND in the tests)."""
+error (see ACT_ERROR_BOUND in the tests). Special blocks follow the native rules (csrc/act_quant.c): one holding
+NaN or inf comes out all NaN, one whose scale is 0 in its stored format (zeros, subnormals) all 0."""
 
 from __future__ import annotations
 
@@ -32,16 +33,17 @@ def quantize_activations(x: torch.Tensor, qtype: Q) -> torch.Tensor:
     if qtype in K_TYPES:
         idx = xb.abs().argmax(-1, keepdim=True)
         peak = xb.gather(-1, idx)  # signed value of largest magnitude
-        iscale = torch.where(peak == 0, torch.zeros_like(peak), -128.0 / peak)
+        tiny = torch.isfinite(peak) & ~torch.isfinite(-128.0 / peak)  # 0, or 1/scale overflows: a zero block
+        iscale = torch.where(tiny, torch.zeros_like(peak), -128.0 / peak)
         q = torch.round(xb * iscale).clamp(max=127)
-        scale = torch.where(peak == 0, torch.zeros_like(peak), 1.0 / iscale)
+        scale = torch.where(tiny, torch.zeros_like(peak), 1.0 / iscale)
     else:
         # as llama.cpp's Q8_0: codes from the fp32 scale, rounded half away from zero; the scale kept as fp16
         scale32 = xb.abs().amax(-1, keepdim=True) / 127.0
-        inv = torch.where(scale32 == 0, torch.zeros_like(scale32), 1.0 / scale32)
+        scale = scale32.half().float()
+        inv = torch.where(scale == 0, torch.zeros_like(scale32), 1.0 / scale32)  # fp16 scale 0: a zero block
         v = xb * inv
         q = torch.sign(v) * torch.floor(v.abs() + 0.5)
-        scale = scale32.half().float()
     return (q * scale).reshape(x.shape)
 
 

@@ -1,8 +1,16 @@
 """Where each (layer, expert)'s gate/up/down weights live in a GGUF, for both layouts found in real files:
-merged `blk.L.ffn_gate_exps.weight` [E, F, D] and the older per-expert `blk.L.ffn_gate.E.weight` [F, D]."""
+merged `blk.L.ffn_gate_exps.weight` [E, F, D] and the older per-expert `blk.L.ffn_gate.E.weight` [F, D].
+
+Read through the memory map (`--mmap`), a page past the end of a file that shrank after it was opened raises
+SIGBUS and kills the process. So `acquire` checks the open file's size (fstat on a descriptor of our own, so a
+file renamed over the path does not count) against the end of the expert bytes before handing out views, and a
+truncated file is a GGUFFormatError instead. One fstat per layer; a truncation during a kernel call that has
+already passed the check can still crash, which only a copy (the default cache path) rules out."""
 
 from __future__ import annotations
 
+import os
+import weakref
 from dataclasses import dataclass
 
 from ..errors import GGUFFormatError
@@ -28,6 +36,9 @@ class ExpertStore:
         self.gguf, self.n_layers, self.n_experts = gguf, n_layers, n_experts
         self.layout = "merged" if "blk.0.ffn_gate_exps.weight" in gguf.tensors else "per-expert"
         self._check_present()
+        self._end = max((gguf.tensors[n].offset + gguf.tensors[n].nbytes for n in self.tensor_names()), default=0)
+        self._fd = os.open(gguf.path, os.O_RDONLY)
+        weakref.finalize(self, os.close, self._fd)
 
     def tensor_names(self) -> set[str]:
         """Every tensor that belongs to a routed expert (so not resident)."""
@@ -39,7 +50,17 @@ class ExpertStore:
 
     def acquire(self, layer: int, experts: list[int]):
         """The ExpertSource protocol without a cache: one batch of views of the memory-mapped file."""
+        self._check_size()
         yield [(i, self.get(layer, e)) for i, e in enumerate(experts)]
+
+    def _check_size(self) -> None:
+        size = os.fstat(self._fd).st_size
+        if size < self._end:
+            raise GGUFFormatError(
+                f"{self.gguf.path}: the file shrank to {size} bytes while in use, but its experts end at byte "
+                f"{self._end} (truncated or rewritten in place?); reading them through the memory map would crash. "
+                f"Restore the file and start again"
+            )
 
     def ranges(self, layer: int, expert: int) -> list[ExpertRange]:
         return [self._range(layer, part, expert) for part in PARTS]

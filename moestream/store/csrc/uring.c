@@ -6,8 +6,15 @@
  * ring.wait(min_complete) -> [(tag, result), ...]          block (GIL released) for completions, take them all
  * ring.wake(tag)                                           queue + submit a NOP, so a waiter returns (shutdown)
  *
+ * ring.fileno() -> int                                    the ring's fd (tests)
+ *
  * One thread submits and one thread waits; the SQ and CQ rings are separate, so that needs no lock here
- * (the Python side serialises submitters). result is bytes read, or -errno. */
+ * (the Python side serialises submitters). result is bytes read, or -errno.
+ *
+ * Hostile use is an error, never a crash: fd is -1 until io_uring_setup succeeds (tp_new sets it, so a Ring
+ * whose __init__ failed or never ran cannot close fd 0), every method checks it, close() is idempotent and
+ * refuses while another thread waits on the ring (its mappings would vanish under it); a read length is a
+ * u32 in the SQE, so lengths >= 4 GiB are refused rather than truncated, as are negative offsets. */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
@@ -30,6 +37,7 @@ typedef struct {
     void *sq_ptr, *cq_ptr;
     size_t sq_size, cq_size, sqes_size;
     unsigned queued; /* SQEs written but not yet handed to the kernel */
+    int waiters;     /* threads inside wait() (GIL released); close() refuses while > 0 */
 } Ring;
 
 static int sys_setup(unsigned entries, struct io_uring_params *p) {
@@ -71,9 +79,22 @@ static int map_rings(Ring *r, const struct io_uring_params *p) {
     return 0;
 }
 
+static PyObject *Ring_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
+    Ring *r = (Ring *)PyType_GenericNew(type, args, kw);  /* zeroed: every pointer NULL */
+    if (r) r->fd = -1;
+    return (PyObject *)r;
+}
+
+static int is_open(Ring *r) {
+    if (r->fd >= 0) return 1;
+    PyErr_SetString(PyExc_ValueError, "the io_uring ring is closed (or was never opened)");
+    return 0;
+}
+
 static int Ring_init(Ring *r, PyObject *args, PyObject *kw) {
     unsigned entries;
     if (!PyArg_ParseTuple(args, "I", &entries)) return -1;
+    if (r->fd >= 0) { PyErr_SetString(PyExc_ValueError, "the io_uring ring is already open"); return -1; }
     struct io_uring_params p;
     memset(&p, 0, sizeof p);
     r->fd = sys_setup(entries, &p);
@@ -103,28 +124,43 @@ static int push_sqe(Ring *r, int opcode, int fd, unsigned long long addr, unsign
 }
 
 static PyObject *Ring_queue_read(Ring *r, PyObject *args) {
-    int fd; unsigned long long addr, off, tag; unsigned len;
-    if (!PyArg_ParseTuple(args, "iKIKK", &fd, &addr, &len, &off, &tag)) return NULL;
-    if (r->fd < 0) { PyErr_SetString(PyExc_ValueError, "ring is closed"); return NULL; }
-    return PyBool_FromLong(push_sqe(r, IORING_OP_READ, fd, addr, len, off, tag));
+    int fd; unsigned long long addr, tag; long long len, off;  /* signed, so negative values can be refused */
+    if (!PyArg_ParseTuple(args, "iKLLK", &fd, &addr, &len, &off, &tag)) return NULL;
+    if (!is_open(r)) return NULL;
+    if (fd < 0 || off < 0 || len < 0 || len > 0xffffffffLL)
+        return PyErr_Format(PyExc_ValueError, "io_uring read of fd %d, %lld bytes at offset %lld: the fd and offset "
+                            "must be >= 0 and the length between 0 and 4 GiB - 1 (split larger reads)", fd, len, off);
+    return PyBool_FromLong(push_sqe(r, IORING_OP_READ, fd, addr, (unsigned)len, (unsigned long long)off, tag));
 }
 
-static PyObject *Ring_submit(Ring *r, PyObject *noargs) {
+static int submit_queued(Ring *r) {
+    /* hand queued SQEs to the kernel; how many it took, or -errno */
     int done = 0;
     while (r->queued) {
         int n = sys_enter(r->fd, r->queued, 0, 0);
         if (n < 0 && errno == EINTR) continue;
-        if (n < 0) return PyErr_SetFromErrno(PyExc_OSError);
+        if (n < 0) return -errno;
         r->queued -= (unsigned)n; done += n;
         if (n == 0) break;
     }
-    return PyLong_FromLong(done);
+    return done;
+}
+
+static PyObject *Ring_submit(Ring *r, PyObject *noargs) {
+    if (!is_open(r)) return NULL;
+    const int n = submit_queued(r);
+    if (n < 0) { errno = -n; return PyErr_SetFromErrno(PyExc_OSError); }
+    return PyLong_FromLong(n);
 }
 
 static PyObject *Ring_wake(Ring *r, PyObject *args) {
     unsigned long long tag;
     if (!PyArg_ParseTuple(args, "K", &tag)) return NULL;
-    if (!push_sqe(r, IORING_OP_NOP, -1, 0, 0, 0, tag)) Py_RETURN_FALSE;
+    if (!is_open(r)) return NULL;
+    /* a full SQ holds reads not yet handed over: hand them over first, so the wake-up finds room */
+    int pushed = push_sqe(r, IORING_OP_NOP, -1, 0, 0, 0, tag);
+    if (!pushed && submit_queued(r) >= 0) pushed = push_sqe(r, IORING_OP_NOP, -1, 0, 0, 0, tag);
+    if (!pushed) Py_RETURN_FALSE;
     return Ring_submit(r, NULL);
 }
 
@@ -141,18 +177,21 @@ static int reap(Ring *r, unsigned min_complete, unsigned long long *tags, int *r
         __atomic_store_n(r->cq_head, head, __ATOMIC_RELEASE);
         if ((unsigned)n >= min_complete || n == MAX_BATCH) return n;
         int rc = sys_enter(r->fd, 0, min_complete - (unsigned)n, IORING_ENTER_GETEVENTS);
-        if (rc < 0 && errno != EINTR) return -errno;
+        /* completions taken off the ring already are returned; the error shows on the next call */
+        if (rc < 0 && errno != EINTR) return n ? n : -errno;
     }
 }
 
 static PyObject *Ring_wait(Ring *r, PyObject *args) {
     unsigned min_complete;
     if (!PyArg_ParseTuple(args, "I", &min_complete)) return NULL;
-    if (r->fd < 0) { PyErr_SetString(PyExc_ValueError, "ring is closed"); return NULL; }
+    if (!is_open(r)) return NULL;
     unsigned long long tags[MAX_BATCH]; int res[MAX_BATCH], n;
+    r->waiters++;
     Py_BEGIN_ALLOW_THREADS
     n = reap(r, min_complete, tags, res);
     Py_END_ALLOW_THREADS
+    r->waiters--;
     if (n < 0) { errno = -n; return PyErr_SetFromErrno(PyExc_OSError); }
     PyObject *out = PyList_New(n);
     for (int i = 0; out && i < n; i++) PyList_SET_ITEM(out, i, Py_BuildValue("(Ki)", tags[i], res[i]));
@@ -160,8 +199,17 @@ static PyObject *Ring_wait(Ring *r, PyObject *args) {
 }
 
 static PyObject *Ring_close(Ring *r, PyObject *noargs) {
+    if (r->waiters) {
+        PyErr_SetString(PyExc_ValueError, "another thread is waiting on this io_uring ring; wake it before closing");
+        return NULL;
+    }
     unmap(r);
     Py_RETURN_NONE;
+}
+
+static PyObject *Ring_fileno(Ring *r, PyObject *noargs) {
+    if (!is_open(r)) return NULL;
+    return PyLong_FromLong(r->fd);
 }
 
 static PyMethodDef RING_METHODS[] = {
@@ -169,7 +217,8 @@ static PyMethodDef RING_METHODS[] = {
     {"submit", (PyCFunction)Ring_submit, METH_NOARGS, "hand queued reads to the kernel; returns how many"},
     {"wait", (PyCFunction)Ring_wait, METH_VARARGS, "wait(min_complete) -> [(tag, bytes or -errno)]"},
     {"wake", (PyCFunction)Ring_wake, METH_VARARGS, "wake(tag): submit a no-op that completes with tag"},
-    {"close", (PyCFunction)Ring_close, METH_NOARGS, "release the ring"},
+    {"close", (PyCFunction)Ring_close, METH_NOARGS, "release the ring (again: a no-op)"},
+    {"fileno", (PyCFunction)Ring_fileno, METH_NOARGS, "the ring's file descriptor"},
     {NULL, NULL, 0, NULL},
 };
 
@@ -178,7 +227,7 @@ static PyTypeObject RingType = {
     .tp_name = "moestream.store._uring.Ring",
     .tp_basicsize = sizeof(Ring),
     .tp_flags = Py_TPFLAGS_DEFAULT,
-    .tp_new = PyType_GenericNew,
+    .tp_new = Ring_new,
     .tp_init = (initproc)Ring_init,
     .tp_dealloc = (destructor)Ring_dealloc,
     .tp_methods = RING_METHODS,

@@ -55,8 +55,10 @@ void matmul_prequantized(const qtype_kernels *k, const void *w, int n_rows, int 
 }
 
 int matmul(int type, const void *w, int n_rows, int n_cols, const float *x, int n_tokens, float *y, int n_threads) {
+    /* the Python wrapper checks buffers in full; these cheap checks keep any other caller from reading past rows */
     const qtype_kernels *k = kernels_for(type);
     if (!k) return -1;
+    if (n_rows <= 0 || n_cols <= 0 || n_cols % k->block || n_tokens < 0) return -4;
     uint8_t *act = quantize_acts(k->act, x, n_tokens, n_cols, n_threads);
     if (!act) return -2;
     matmul_prequantized(k, w, n_rows, n_cols, act, n_tokens, y, n_rows, n_threads);

@@ -2,7 +2,7 @@
 #define MOESTREAM_MATMUL_H
 #include "kernels.h"
 
-/* 0 on success, -1 unsupported type, -2 out of memory */
+/* 0 on success, -1 unsupported type, -2 out of memory, -4 invalid sizes (see matmul.c) */
 int matmul(int type, const void *w, int n_rows, int n_cols, const float *x, int n_tokens, float *y, int n_threads);
 uint8_t *quantize_acts(enum act_kind act, const float *x, int n_tokens, int n_cols, int n_threads); /* malloc'd */
 void matmul_prequantized(const qtype_kernels *k, const void *w, int n_rows, int n_cols, const uint8_t *act,

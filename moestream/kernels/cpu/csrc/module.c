@@ -1,5 +1,7 @@
 /* Python bindings (plain C API, no PyTorch): tensors arrive as data pointers (ints) with their sizes;
- * the Python wrapper checks dtypes, shapes and contiguity. Every call releases the GIL while it computes. */
+ * the Python wrapper checks dtypes, shapes, contiguity, byte sizes and array lengths, and the kernels check sizes,
+ * offsets and row indices themselves (the wrapper relies on that; see kernels/cpu/__init__.py). Every call
+ * releases the GIL while it computes. */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
@@ -11,8 +13,13 @@
 static void *ptr(unsigned long long p) { return (void *)(uintptr_t)p; }
 
 static PyObject *err(int rc) {
+    /* ValueError; the Python wrapper turns a refused offset or row into a KernelInputError naming the value */
     if (rc == -1) PyErr_SetString(PyExc_ValueError, "unsupported quant type for the native kernels");
     else if (rc == -2) PyErr_NoMemory();
+    else if (rc == -3) PyErr_SetString(PyExc_ValueError, "gate and up weights need the same activation format");
+    else if (rc == -4)
+        PyErr_SetString(PyExc_ValueError, "invalid sizes for the native kernel: rows and columns must be > 0 and "
+                                          "columns a multiple of the type's block; offsets rising from 0, rows in range");
     else PyErr_Format(PyExc_ValueError, "native kernel failed (code %d)", rc);
     return NULL;
 }
@@ -46,6 +53,19 @@ static PyObject *py_moe_ffn(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+static PyObject *py_pool_stress(PyObject *self, PyObject *args) {
+    /* test only: the thread pool's job hand-over under load (see pool_stress.c) */
+    int n_jobs, max_tasks, n_threads;
+    unsigned seed = 1;
+    if (!PyArg_ParseTuple(args, "iii|I", &n_jobs, &max_tasks, &n_threads, &seed)) return NULL;
+    long bad;
+    Py_BEGIN_ALLOW_THREADS
+    bad = pool_stress(n_jobs, max_tasks, n_threads, seed);
+    Py_END_ALLOW_THREADS
+    if (bad < 0) return PyErr_NoMemory();
+    return PyLong_FromLong(bad);
+}
+
 static PyObject *py_kernel_table(PyObject *self, PyObject *noargs) {
     /* {ggml type id: (tier, activation kind)} */
     PyObject *d = PyDict_New();
@@ -63,6 +83,8 @@ static PyObject *py_kernel_table(PyObject *self, PyObject *noargs) {
 static PyMethodDef METHODS[] = {
     {"matmul", py_matmul, METH_VARARGS, "matmul(type, w, n_rows, n_cols, x, n_tokens, y, n_threads)"},
     {"moe_ffn", py_moe_ffn, METH_VARARGS, "fused MoE FFN for one layer; see moe.h"},
+    {"pool_stress", py_pool_stress, METH_VARARGS,
+     "pool_stress(n_jobs, max_tasks, n_threads, seed=1) -> lost + repeated + out-of-range tasks (test only)"},
     {"kernel_table", py_kernel_table, METH_NOARGS, "{ggml type id: (tier, activation kind)}"},
     {NULL, NULL, 0, NULL},
 };

@@ -44,10 +44,26 @@ static void gather_rows(uint8_t *dst, const uint8_t *src, size_t row_bytes, cons
     for (int i = 0; i < n; i++) memcpy(dst + (size_t)i * row_bytes, src + (size_t)rows[i] * row_bytes, row_bytes);
 }
 
+static int check_args(const moe_args *a, const qtype_kernels *kg, const qtype_kernels *ku, const qtype_kernels *kd) {
+    /* so no caller can make the loops below index past x, out, the [n_tokens]-row scratch buffers or the weight
+     * rows; one pass over offsets and rows, which the Python wrapper leaves to this check (it checks buffer sizes
+     * and array lengths, which C cannot see, and names the bad value when this refuses one) */
+    if (a->n_tokens < 0 || a->d_model <= 0 || a->d_ff <= 0 || a->n_experts < 0) return -4;
+    if (a->d_model % kg->block || a->d_model % ku->block || a->d_ff % kd->block) return -4;
+    if (a->n_experts > 0 && a->offsets[0] != 0) return -4;
+    for (int e = 0; e < a->n_experts; e++)
+        if (a->offsets[e + 1] < a->offsets[e] || a->offsets[e + 1] - a->offsets[e] > a->n_tokens) return -4;
+    for (int i = 0, n = a->n_experts ? a->offsets[a->n_experts] : 0; i < n; i++)
+        if (a->tokens[i] < 0 || a->tokens[i] >= a->n_tokens) return -4;
+    return 0;
+}
+
 int moe_ffn(const moe_args *a) {
-    const qtype_kernels *kg = kernels_for(a->gate_type), *kd = kernels_for(a->down_type);
-    if (!kg || !kernels_for(a->up_type) || !kd) return -1;
-    if (kg->act != kernels_for(a->up_type)->act) return -3;
+    const qtype_kernels *kg = kernels_for(a->gate_type), *ku = kernels_for(a->up_type), *kd = kernels_for(a->down_type);
+    if (!kg || !ku || !kd) return -1;
+    if (kg->act != ku->act) return -3;
+    const int bad = check_args(a, kg, ku, kd);
+    if (bad || a->n_tokens == 0 || a->n_experts == 0) return bad;  /* nothing routed: out stays as it is */
     const size_t in_bytes = act_row_bytes(kg->act, a->d_model), mid_bytes = act_row_bytes(kd->act, a->d_ff);
     uint8_t *act_all = quantize_acts(kg->act, a->x, a->n_tokens, a->d_model, a->n_threads);
     uint8_t *act = malloc(in_bytes * a->n_tokens + 64), *act_mid = malloc(mid_bytes * a->n_tokens + 64);

@@ -15,6 +15,7 @@ typedef struct {
     int n_threads;
 } moe_args;
 
-/* 0 ok, -1 unsupported type, -2 out of memory, -3 gate/up activation formats differ */
+/* 0 ok, -1 unsupported type, -2 out of memory, -3 gate/up activation formats differ,
+ * -4 invalid sizes, offsets or token rows (see check_args in moe.c) */
 int moe_ffn(const moe_args *a);
 #endif
