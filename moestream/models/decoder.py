@@ -65,14 +65,23 @@ class Weights:
 
 
 class Block:
+    """One decoder layer as two residual steps, each replaceable as a whole by a native version (norm, mixing and
+    residual add in one call): `attn_step(x, segments)` and `ffn_step(x)`, both [T, D] -> [T, D]."""
+
     def __init__(self, attn_norm: RMSNorm, attn: Attention, ffn_norm: RMSNorm, ffn: Callable):
         self.attn_norm, self.attn, self.ffn_norm, self.ffn = attn_norm, attn, ffn_norm, ffn
         self.lookahead: Callable[[torch.Tensor], None] | None = None  # set by the engine to prefetch layer+1
 
     def __call__(self, x: torch.Tensor, segments: list[Segment]) -> torch.Tensor:
-        x = x + self.attn(self.attn_norm(x), segments)
+        x = self.attn_step(x, segments)
         if self.lookahead is not None:
             self.lookahead(x)  # x: [T, D] residual stream; starts reads for the next layer before our experts run
+        return self.ffn_step(x)
+
+    def attn_step(self, x: torch.Tensor, segments: list[Segment]) -> torch.Tensor:
+        return x + self.attn(self.attn_norm(x), segments)
+
+    def ffn_step(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.ffn(self.ffn_norm(x))
 
 
