@@ -8,7 +8,12 @@ seed; every expert stays in RAM after warm-up for a file that fits). llama.cpp: 
 Reproduce:
     moestream synth --preset mixtral-8x7b --layers 8 -o /root/cache/bench/mixtral-shapes-8l-q4_0.gguf \\
         --vocab ~/.cache/moestream-tests/llama.cpp/models/ggml-vocab-llama-spm.gguf
-    python bench/e2e_vs_llama.py -m /root/cache/bench/mixtral-shapes-8l-q4_0.gguf --llama-bin /root/cache/llama-build/bin
+    moestream synth --preset qwen3-30b-a3b -o /root/cache/bench/qwen3-30b-a3b-q4_0.gguf
+    python bench/e2e_vs_llama.py -m /root/cache/bench/mixtral-shapes-8l-q4_0.gguf \
+        /root/cache/bench/qwen3-30b-a3b-q4_0.gguf --llama-bin /root/cache/llama-build/bin
+
+Several files are measured one after the other, each with its own interleaved rounds. The summary also gives the
+share of moestream's decode step spent outside native code (torch, Python, waiting on reads).
 """
 
 from __future__ import annotations
@@ -43,7 +48,7 @@ def run_llama(bin_dir: str, model: str, p: int, n: int, threads: int) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("-m", "--model", required=True)
+    ap.add_argument("-m", "--model", required=True, nargs="+", help="one or more GGUF files")
     ap.add_argument("--llama-bin", default=os.environ.get("LLAMA_CPP_BIN", "/root/cache/llama-build/bin"))
     ap.add_argument("-p", "--prompt-tokens", type=int, default=512)
     ap.add_argument("-n", "--decode-tokens", type=int, default=32)
@@ -51,16 +56,22 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--json", default="/root/cache/bench/e2e_vs_llama.json")
     args = ap.parse_args()
+    results = [measure_model(model, args) for model in args.model]
+    with open(args.json, "w") as f:
+        json.dump(results, f, indent=2)
+
+
+def measure_model(model: str, args: argparse.Namespace) -> dict:
     ours, theirs = [], []
     for i in range(args.rounds):
-        ours.append(run_ours(args.model, args.prompt_tokens, args.decode_tokens, args.threads))
-        theirs.append(run_llama(args.llama_bin, args.model, args.prompt_tokens, args.decode_tokens, args.threads))
-        print(f"round {i + 1}: moestream {ours[-1]}, llama.cpp {theirs[-1]}", flush=True)
+        ours.append(run_ours(model, args.prompt_tokens, args.decode_tokens, args.threads))
+        theirs.append(run_llama(args.llama_bin, model, args.prompt_tokens, args.decode_tokens, args.threads))
+        print(f"{os.path.basename(model)} round {i + 1}: moestream {ours[-1]}, llama.cpp {theirs[-1]}", flush=True)
     summary = summarise(ours, theirs)
-    summary.update(vars(args), date=time.strftime("%Y-%m-%d"), rounds_ours=ours, rounds_llama=theirs)
+    summary.update(vars(args), model=model, date=time.strftime("%Y-%m-%d"), rounds_ours=ours, rounds_llama=theirs)
+    print(os.path.basename(model))
     print_summary(summary)
-    with open(args.json, "w") as f:
-        json.dump(summary, f, indent=2)
+    return summary
 
 
 def summarise(ours: list[dict], theirs: list[dict]) -> dict:
@@ -78,7 +89,10 @@ def print_summary(s: dict) -> None:
     for key, label in (("prefill_tps", f"pp{s['prompt_tokens']}"), ("decode_tps", f"tg{s['decode_tokens']}")):
         r = s[key]
         print(f"{label:<9} {r['moestream']:10.2f} {r['llama.cpp']:10.2f} {r['ratio']:7.2f}")
-    print(f"moestream time outside native kernels: {s['outside_native_us_per_token']:.0f} us per decoded token")
+    step_us = 1e6 / s["decode_tps"]["moestream"]
+    outside = s["outside_native_us_per_token"]
+    print(f"moestream time outside native kernels: {outside:.0f} us per decoded token "
+          f"({100 * outside / step_us:.1f} % of the decode step)")
 
 
 if __name__ == "__main__":
