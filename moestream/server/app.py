@@ -27,9 +27,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from ..engine.scheduler import EngineRequest, QueueFull, SchedulerClosed
-from ..errors import MoestreamError
-from ..tokenizer import encode_chat
+from ..engine import EngineRequest
+from ..errors import MoestreamError, QueueFull, SchedulerClosed
 from . import protocol as P
 from .metrics import Metrics
 from .responses import Reply, chunk, usage_chunk, whole
@@ -238,14 +237,14 @@ class _Api:
 
     @staticmethod
     def _known_model(name: str, served: Served) -> bool:
-        return name in (served.model_id, served.lm.path.name, str(served.lm.path))
+        return name in (served.model_id, served.engine.path.name, str(served.engine.path))
 
     def _prompt(self, parsed, served: Served, kind: str) -> tuple[list[int], str]:
         """Prompt token ids, and the prompt text to echo (completions with echo only)."""
         tok = served.tokenizer
         if kind == "chat":
             try:  # message content is text: control tokens come from the template only (no turn injection)
-                ids = encode_chat(tok, served.template, list(parsed.messages))
+                ids = served.engine.encode_chat(list(parsed.messages))
             except MoestreamError as exc:
                 raise P.APIError(400, f"cannot apply the chat template: {exc}", param="messages") from None
             echo = ""
@@ -263,6 +262,9 @@ class _Api:
 
     @staticmethod
     def _check_context(n: int, served: Served, param: str) -> None:
+        if n == 0:  # e.g. prompt "" for a model that adds no BOS: there is nothing to continue from
+            raise P.APIError(400, "the prompt encodes to no tokens; give a non-empty prompt", param=param,
+                             code="empty_prompt")
         if n >= served.context_length:
             raise P.APIError(400, f"the prompt has {n} tokens but the context holds {served.context_length} "
                              "(prompt and completion together); shorten the prompt", param=param,

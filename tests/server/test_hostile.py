@@ -86,6 +86,7 @@ BAD = [  # (path, body, status, param)
     ("/v1/completions", raw_json(prompt=PROMPT, logit_bias={"4096": 1}), 400, "logit_bias"),  # vocabulary: 4096
     ("/v1/completions", raw_json(prompt=PROMPT, suffix="The end."), 400, "suffix"),
     ("/v1/chat/completions", raw_json(messages=USER, n=2), 400, "n"),
+    ("/v1/completions", raw_json(prompt=""), 400, "prompt"),  # the embedded model adds no BOS: nothing to continue
 ]
 
 
