@@ -23,9 +23,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.llama_agreement import DEFAULT_BIN, LlamaServer, our_tokens  # noqa: E402
+from bench.llama_agreement import DEFAULT_BIN, LlamaServer, open_engine, our_tokens  # noqa: E402
 from moestream.assets import DEFAULT_MODEL  # noqa: E402
-from moestream.engine.loader import load_model  # noqa: E402
 from moestream.tokenizer import Tokenizer  # noqa: E402
 
 PROMPT = "It was a fine morning, and Elizabeth walked to"
@@ -63,9 +62,8 @@ def main() -> int:
     llama_prompt, llama_ids, llama_text = llama_side(args.llama_bin, args.model, args.n, args.log, extra)
     tok = Tokenizer.from_gguf(args.model)
     prompt = tok.encode(PROMPT)
-    lm = load_model(args.model, progress=False)
-    ours = our_tokens(lm.model, prompt, args.n, set(tok.eog_ids))
-    lm.close()
+    with open_engine(args.model) as engine:
+        ours = our_tokens(engine, prompt, args.n, set(tok.eog_ids))
     print(f"llama-server flags: {' '.join(extra) or '(defaults)'}")
     print(f"prompt: {PROMPT!r}")
     print(f"prompt ids   llama.cpp {llama_prompt}\n             moestream {prompt}")

@@ -43,9 +43,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from moestream.engine.generate import generate, new_sequence  # noqa: E402
-from moestream.engine.loader import load_model  # noqa: E402
-from moestream.engine.sampling import GREEDY  # noqa: E402
+from moestream.engine import GREEDY, Engine, EngineConfig  # noqa: E402
+from moestream.engine.sequence import new_sequence  # noqa: E402
 from moestream.formats.gguf import GGUFFile  # noqa: E402
 from moestream.layers.attention import Segment  # noqa: E402
 from moestream.tokenizer import Tokenizer  # noqa: E402
@@ -237,8 +236,12 @@ def ends_inside_utf8_char(text: bytes) -> bool:
 # ---- moestream --------------------------------------------------------------------------------------------
 
 
-def our_tokens(model, prompt_ids: list[int], n_predict: int, stop_ids: set[int]) -> list[int]:
-    return [ev.token for ev in generate(model, prompt_ids, GREEDY, n_predict, stop_ids=stop_ids, context_length=CTX)]
+def open_engine(path) -> Engine:
+    return Engine.open(path, EngineConfig(context_length=CTX, progress=False))
+
+
+def our_tokens(engine: Engine, prompt_ids: list[int], n_predict: int, stop_ids: set[int]) -> list[int]:
+    return [ev.token for ev in engine.generate(prompt_ids, GREEDY, n_predict, frozenset(stop_ids))]
 
 
 class RecordingRouter:
@@ -327,13 +330,14 @@ def compare_file(name: str, path: Path, bin_dir: Path, n_predict: int, work_dir:
     llama, tops = llama_tokens(bin_dir, path, prompt_ids, n_predict, log, tok.token_bytes)
     t1 = time.perf_counter()
     try:
-        loaded = load_model(path, progress=False)
+        engine = open_engine(path)
     except Exception as exc:
-        msg = f"moestream load_model failed ({type(exc).__name__}: {exc}); llama.cpp gave {llama}"
+        msg = f"moestream Engine.open failed ({type(exc).__name__}: {exc}); llama.cpp gave {llama}"
         raise RuntimeError(msg) from exc
-    ours = our_tokens(loaded.model, prompt_ids, n_predict, set(tok.eog_ids))
+    ours = our_tokens(engine, prompt_ids, n_predict, set(tok.eog_ids))
     t2 = time.perf_counter()
-    logits, router_margin = teacher_forced(loaded.model, prompt_ids, llama)
+    logits, router_margin = teacher_forced(engine.model, prompt_ids, llama)
+    engine.close()
     bad = mismatches(logits, router_margin, llama, tops)
     drift = logprob_drift(logits, router_margin, tops)
     return Result(name, str(path), tensor_types(path), prompt_ids, ours, llama, leading_identical(ours, llama),

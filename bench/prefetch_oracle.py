@@ -50,22 +50,18 @@ class Oracle:
 
 def one_run(args, mode: str, depth: int, log_path: Path) -> dict:
     """In this process: load, optionally record or replay, run bench's measurement."""
-    from moestream.cache.config import CacheConfig, parse_bytes
-    from moestream.cli.bench import measure
-    from moestream.engine.loader import load_model
+    from moestream.engine import CacheConfig, Engine, EngineConfig, parse_bytes
     from moestream.prefetch.lookahead import Prefetcher
 
-    lm = load_model(args.model, progress=False, cache=CacheConfig(ram_budget=parse_bytes(args.ram_budget)))
-    try:
+    config = EngineConfig(cache=CacheConfig(ram_budget=parse_bytes(args.ram_budget)), progress=False)
+    with Engine.open(args.model, config) as engine:
         log: list = []
         if mode == "record":
-            lm.cache.on_acquire = lambda layer, experts: log.append((layer, list(experts)))
+            engine.cache.on_acquire = lambda layer, experts: log.append((layer, list(experts)))
         elif mode == "oracle":
-            oracle = Oracle(json.loads(log_path.read_text()), lm.args.n_experts)
-            Prefetcher(lm.model, lm.cache, oracle, depth, 0.0).install()
-        result = measure(lm, args.p, args.n, 0)
-    finally:
-        lm.close()
+            oracle = Oracle(json.loads(log_path.read_text()), engine.args.n_experts)
+            Prefetcher(engine.model, engine.cache, oracle, depth, 0.0).install()
+        result = engine.bench(args.p, args.n, 0)
     if mode == "record":
         log_path.write_text(json.dumps(log))
     return result

@@ -35,3 +35,11 @@ class ExpertChangedError(MoestreamError):
 
 class KernelInputError(MoestreamError, ValueError):
     """A native kernel was handed tensors it cannot use (dtype, layout, shape or byte size); a bug in the caller."""
+
+
+class QueueFull(MoestreamError):
+    """More requests are waiting than the scheduler accepts (the server answers 429: retry later)."""
+
+
+class SchedulerClosed(MoestreamError):
+    """The engine loop has stopped (shutdown): it takes no more requests."""

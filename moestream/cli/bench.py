@@ -1,20 +1,15 @@
 """`moestream bench`: prefill and decode speed on a GGUF with a fixed seed (random prompt tokens, sampling at
-temperature 1 so routing varies as in real use). Prints the run summary; --stats-json (or --json) writes it."""
+temperature 1 so routing varies as in real use), measured through the engine's own scheduler step (Engine.bench),
+so the numbers are those of the path generate and serve take. Prints the run summary; --stats-json (or --json)
+writes it."""
 
 from __future__ import annotations
 
 import argparse
-import time
 
-import torch
-
-from ..engine.generate import forward_logits, new_sequence
-from ..engine.loader import load_model
-from ..engine.report import StepMeter, run_summary
-from ..engine.sampling import Sampler, SamplingParams
+from ..engine import Engine
 from ..errors import ConfigError
-from ..kernels.cpu import NativeClock
-from .options import add_cache_flags, add_model_flag, model_path, cache_config
+from .options import add_cache_flags, add_model_flag, engine_config, model_path
 from .summary import print_run_summary, write_json
 
 
@@ -31,34 +26,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if args.n_decode < 1 or args.prompt_tokens < 1:
-        raise ConfigError("--n-decode and --prompt-tokens must be >= 1")
-    lm = load_model(model_path(args), threads=args.threads, cache=cache_config(args))
-    try:
-        result = measure(lm, args.prompt_tokens, args.n_decode, args.seed)
-    finally:
-        lm.close()
+        raise ConfigError("--n-decode and --prompt-tokens must be >= 1")  # before a load that may take minutes
+    with Engine.open(model_path(args), engine_config(args)) as engine:
+        result = engine.bench(args.prompt_tokens, args.n_decode, args.seed)
     print_run_summary(result)
     write_json(args.stats_json or args.json, result)
     return 0
-
-
-@torch.inference_mode()
-def measure(lm, n_prompt: int, n_decode: int, seed: int) -> dict:
-    gen = torch.Generator().manual_seed(seed)
-    prompt = torch.randint(0, lm.model.vocab_size, (n_prompt,), generator=gen).tolist()
-    seq = new_sequence(lm.model, prompt, n_prompt + n_decode + 1)
-    t0 = time.perf_counter()
-    logits = forward_logits(lm.model, seq, prompt)
-    prefill = time.perf_counter() - t0
-    sampler = Sampler(SamplingParams(temperature=1.0, top_k=0, top_p=1.0, min_p=0.0, seed=seed))
-    meter, native0 = StepMeter(lm.cache), NativeClock.seconds
-    for _ in range(n_decode):
-        token = sampler(logits, seq.tokens)
-        seq.tokens.append(token)
-        logits = forward_logits(lm.model, seq, [token])
-        meter.lap()
-    result = run_summary(lm, n_prompt, prefill, meter)
-    result["seed"] = seed
-    # decode time outside the native kernels: torch attention/norms/router, Python, and waiting on reads
-    result["outside_native_us_per_token"] = 1e6 * (meter.steps.total - (NativeClock.seconds - native0)) / n_decode
-    return result

@@ -5,10 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..engine.loader import load_model
-from ..tokenizer import ChatTemplate, Tokenizer, encode_chat
+from ..engine import Engine, SamplingParams
 from .generate import print_summary, stream_completion
-from .options import add_cache_flags, add_model_flag, model_path, add_sampling_flags, cache_config, context_length, sampling_params
+from .options import add_cache_flags, add_model_flag, add_sampling_flags, engine_config, model_path, sampling_params
 
 EXIT_WORDS = {"/exit", "/quit"}
 
@@ -26,28 +25,24 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     params = sampling_params(args)
-    lm = load_model(model_path(args), threads=args.threads, cache=cache_config(args))
-    try:
-        return _converse(args, lm, params)
-    finally:
-        lm.close()
+    with Engine.open(model_path(args), engine_config(args)) as engine:
+        return _converse(args, engine, params)
 
 
-def _converse(args: argparse.Namespace, lm, params) -> int:
-    tok, template = Tokenizer.from_gguf(lm.gguf), ChatTemplate.from_gguf(lm.gguf)
-    ctx = context_length(args, lm.args.context_length)
+def _converse(args: argparse.Namespace, engine: Engine, params: SamplingParams) -> int:
+    _ = engine.tokenizer, engine.template  # read now: a broken one is an error before the first line, not after
     messages = [{"role": "system", "content": args.system}] if args.system else []
     interactive = sys.stdin.isatty()
     if interactive:
-        print(f"chatting with {lm.path.name} ({lm.args.arch}); /exit or Ctrl-D to leave", file=sys.stderr)
+        print(f"chatting with {engine.path.name} ({engine.args.arch}); /exit or Ctrl-D to leave", file=sys.stderr)
     while (line := _read_user(interactive)) is not None:
         if not line.strip():
             continue
         messages.append({"role": "user", "content": line})
         # The whole conversation is re-encoded each turn: templates may rewrite earlier turns. What the user typed
         # stays text: '<|im_end|>' in a line cannot end the turn (encode_chat).
-        prompt = encode_chat(tok, template, messages)
-        text, stats = stream_completion(lm.model, tok, prompt, params, args.n_predict, set(tok.eog_ids), ctx)
+        prompt = engine.encode_chat(messages)
+        text, stats = stream_completion(engine, prompt, params, args.n_predict, engine.tokenizer.eog_ids)
         messages.append({"role": "assistant", "content": text.strip()})
         if args.verbose:
             print_summary(stats)

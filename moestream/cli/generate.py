@@ -5,12 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..engine.generate import GenerationStats, generate
-from ..engine.loader import load_model
-from ..engine.report import StepMeter, run_summary
+from ..engine import Engine, GenerationStats, SamplingParams
 from ..errors import ConfigError
-from ..tokenizer import Tokenizer
-from .options import add_cache_flags, add_model_flag, model_path, add_sampling_flags, cache_config, context_length, sampling_params
+from .options import add_cache_flags, add_model_flag, add_sampling_flags, engine_config, model_path, sampling_params
 from .summary import print_run_summary, write_json
 
 
@@ -31,35 +28,27 @@ def run(args: argparse.Namespace) -> int:
     params = sampling_params(args)
     if args.n_predict < 0:
         raise ConfigError(f"--n-predict must be >= 0, got {args.n_predict}")
-    lm = load_model(model_path(args), threads=args.threads, cache=cache_config(args))
-    try:
-        tok = Tokenizer.from_gguf(lm.gguf)
+    with Engine.open(model_path(args), engine_config(args)) as engine:
+        tok = engine.tokenizer
         prompt = tok.encode(args.prompt, add_bos=False if args.no_bos else None)
         if not prompt:
             raise ConfigError("the prompt encodes to no tokens; give a non-empty prompt or drop --no-bos")
         if not args.no_echo:
             _write(args.prompt)
-        stop = set() if args.ignore_eos else set(tok.eog_ids)
-        meter = StepMeter(lm.cache)
-        _, stats = stream_completion(lm.model, tok, prompt, params, args.n_predict, stop,
-                                     context_length(args, lm.args.context_length), meter)
+        stop = frozenset() if args.ignore_eos else tok.eog_ids
+        _, stats = stream_completion(engine, prompt, params, args.n_predict, stop)
         print_summary(stats)
-        summary = run_summary(lm, stats.prompt_tokens, stats.prefill_seconds, meter)
+        summary = engine.summary()
         print_run_summary(summary)
         write_json(args.stats_json, summary)
-    finally:
-        lm.close()
     return 0
 
 
-def stream_completion(model, tok: Tokenizer, prompt: list[int], params, n: int, stop: set[int],
-                      ctx: int, meter: StepMeter | None = None) -> tuple[str, GenerationStats]:
-    """Generate and print text pieces as they complete; returns the text and the run's statistics.
-    meter: timed from the first token (prefill done) to each next one, i.e. per decode step."""
-    decoder, stats, pieces = tok.stream(), GenerationStats(prompt_tokens=len(prompt)), []
-    for i, event in enumerate(generate(model, prompt, params, n, stop_ids=stop, context_length=ctx)):
-        if meter is not None:
-            meter.lap() if i else meter.start()
+def stream_completion(engine: Engine, prompt: list[int], params: SamplingParams, n: int,
+                      stop: frozenset[int]) -> tuple[str, GenerationStats]:
+    """Generate and print text pieces as they complete; returns the text and the run's statistics."""
+    decoder, stats, pieces = engine.tokenizer.stream(), GenerationStats(prompt_tokens=len(prompt)), []
+    for event in engine.generate(prompt, params, n, stop):
         pieces.append(decoder.push(event.token))
         _write(pieces[-1])
         stats = event.stats or stats

@@ -5,9 +5,7 @@ from __future__ import annotations
 import argparse
 from collections import defaultdict
 
-from ..engine.loader import check_model
-from ..formats.gguf import GGUFFile
-from ..tokenizer import Tokenizer
+from ..engine import ModelInfo, Tokenizer, inspect_file
 from .units import fmt_bytes, fmt_count
 
 
@@ -18,15 +16,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    gguf = GGUFFile(args.file)
-    info = check_model(gguf)
-    for key, value in report(gguf, info):
+    for key, value in report(inspect_file(args.file)):
         print(f"{key:<18} {value}")
     return 0
 
 
-def report(gguf: GGUFFile, info) -> list[tuple[str, str]]:
-    a, experts = info.args, info.experts
+def report(info: ModelInfo) -> list[tuple[str, str]]:
+    gguf, a, experts = info.gguf, info.args, info.experts
     rows = [
         ("file", f"{gguf.path} ({fmt_bytes(gguf.file_size)})"),
         ("name", str(gguf.get("general.name", "-"))),
@@ -56,7 +52,7 @@ def report(gguf: GGUFFile, info) -> list[tuple[str, str]]:
     return rows
 
 
-def _vocab(gguf: GGUFFile) -> str:
+def _vocab(gguf) -> str:
     try:
         tok = Tokenizer.from_gguf(gguf)
     except Exception as exc:  # an unusable tokenizer should not hide the rest of the report
@@ -64,7 +60,7 @@ def _vocab(gguf: GGUFFile) -> str:
     return f"{tok.vocab_size} tokens, {tok.model_name} ({tok.pre or 'default'}), bos {tok.bos_id}, eos {tok.eos_id}"
 
 
-def _qtypes(gguf: GGUFFile) -> str:
+def _qtypes(gguf) -> str:
     by_type: dict[str, list[int]] = defaultdict(lambda: [0, 0])
     for t in gguf.tensors.values():
         by_type[t.qtype.name][0] += 1

@@ -1,4 +1,8 @@
-"""Command-line flags shared by several subcommands."""
+"""Command-line flags shared by several subcommands, and the EngineConfig they build.
+
+Every default shown here is read from the config dataclasses (EngineConfig, CacheConfig, SamplingParams), never
+written twice: the flags are names for their fields, so `moestream serve` and `moestream generate` given the same
+flags configure the same engine, and a default changed in the engine changes the help with it."""
 
 from __future__ import annotations
 
@@ -7,19 +11,41 @@ import json
 import sys
 
 from ..assets import DESCRIPTION, default_model_path
-from ..cache.config import CacheConfig, parse_bytes
-from ..engine.sampling import SamplingParams
-from ..prefetch.predictors import DEFAULT_THRESHOLDS, PREDICTORS
+from ..engine import (CACHE_POLICIES, DEFAULT_CONTEXT_CAP, DEFAULT_THRESHOLDS, PREDICTORS, CacheConfig, EngineConfig,
+                      SamplingParams, human_bytes, parse_bytes)
 from ..errors import ConfigError
+
+ENGINE, CACHE, SAMPLING = EngineConfig(), CacheConfig(), SamplingParams()  # the defaults
 
 
 def add_model_flag(p: argparse.ArgumentParser) -> None:
     p.add_argument("-m", "--model", default=None, metavar="FILE",
                    help="GGUF file of a Mixture-of-Experts model (default: the embedded tiny model)")
     p.add_argument("-c", "--ctx-size", type=int, default=None, metavar="N",
-                   help="context length (default: the model's, capped at 4096)")
+                   help=f"context length (default: the model's, capped at {DEFAULT_CONTEXT_CAP})")
     p.add_argument("-t", "--threads", type=int, default=None, metavar="N",
-                   help="threads for the CPU kernels (default: one per available core)")
+                   help="threads for the CPU kernels (default: one per physical core available to this process)")
+
+
+def add_batch_flags(p: argparse.ArgumentParser) -> None:
+    """Continuous batching limits (`moestream serve`; one-request commands keep the defaults)."""
+    p.add_argument("--max-batch", type=int, default=ENGINE.max_batch, metavar="N",
+                   help="sequences per step (default %(default)s)")
+    p.add_argument("--max-queue", type=int, default=ENGINE.max_queue, metavar="N",
+                   help="requests waiting for a slot before 429 (default %(default)s)")
+    p.add_argument("--prefill-chunk", type=int, default=ENGINE.prefill_chunk, metavar="N",
+                   help="prompt tokens per step, over all sequences still reading their prompt (default %(default)s)")
+
+
+def engine_config(args: argparse.Namespace, **fields) -> EngineConfig:
+    """The EngineConfig of the -c/-t and streaming flags; `fields` sets the others (batch limits, progress)."""
+    return EngineConfig(cache=cache_config(args), threads=args.threads, context_length=args.ctx_size or None,
+                        **fields)
+
+
+def batch_fields(args: argparse.Namespace) -> dict:
+    """The EngineConfig fields of add_batch_flags."""
+    return {"max_batch": args.max_batch, "max_queue": args.max_queue, "prefill_chunk": args.prefill_chunk}
 
 
 def model_path(args: argparse.Namespace) -> str:
@@ -31,17 +57,20 @@ def model_path(args: argparse.Namespace) -> str:
     return str(path)
 
 
-def add_sampling_flags(p: argparse.ArgumentParser, default_temp: float = 0.8) -> None:
-    g = p.add_argument_group("sampling")
-    g.add_argument("--temp", type=float, default=default_temp, help="temperature; 0 = greedy (default %(default)s)")
-    g.add_argument("--top-k", type=int, default=40, help="keep the k most likely tokens; 0 = off (default %(default)s)")
-    g.add_argument("--top-p", type=float, default=0.95, help="nucleus mass; 1 = off (default %(default)s)")
-    g.add_argument("--min-p", type=float, default=0.05, help="drop tokens below min-p x best; 0 = off (default %(default)s)")
-    g.add_argument("--repeat-penalty", type=float, default=1.0, help="1 = off (default %(default)s)")
-    g.add_argument("--repeat-last-n", type=int, default=64, help="window of the repeat penalty (default %(default)s)")
-    g.add_argument("--presence-penalty", type=float, default=0.0)
-    g.add_argument("--frequency-penalty", type=float, default=0.0)
-    g.add_argument("--seed", type=int, default=None, help="random seed for reproducible sampling")
+def add_sampling_flags(p: argparse.ArgumentParser) -> None:
+    g, d = p.add_argument_group("sampling"), SAMPLING
+    g.add_argument("--temp", type=float, default=d.temperature, help="temperature; 0 = greedy (default %(default)s)")
+    g.add_argument("--top-k", type=int, default=d.top_k,
+                   help="keep the k most likely tokens; 0 = off (default %(default)s)")
+    g.add_argument("--top-p", type=float, default=d.top_p, help="nucleus mass; 1 = off (default %(default)s)")
+    g.add_argument("--min-p", type=float, default=d.min_p,
+                   help="drop tokens below min-p x best; 0 = off (default %(default)s)")
+    g.add_argument("--repeat-penalty", type=float, default=d.repeat_penalty, help="1 = off (default %(default)s)")
+    g.add_argument("--repeat-last-n", type=int, default=d.repeat_last_n,
+                   help="window of the repeat penalty (default %(default)s)")
+    g.add_argument("--presence-penalty", type=float, default=d.presence_penalty)
+    g.add_argument("--frequency-penalty", type=float, default=d.frequency_penalty)
+    g.add_argument("--seed", type=int, default=d.seed, help="random seed for reproducible sampling")
 
 
 def sampling_params(args: argparse.Namespace) -> SamplingParams:
@@ -52,36 +81,30 @@ def sampling_params(args: argparse.Namespace) -> SamplingParams:
     )
 
 
-DEFAULT_CONTEXT_CAP = 4096
-
-
-def context_length(args: argparse.Namespace, model_context: int) -> int:
-    return args.ctx_size or min(model_context, DEFAULT_CONTEXT_CAP)
-
-
 def add_cache_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("expert streaming")
     g.add_argument("--ram-budget", metavar="SIZE",
                    help="RAM for cached experts, e.g. 8GiB (default: all experts if they fit, else what is free)")
-    g.add_argument("--reader", choices=("auto", "thread", "uring"), default="auto",
+    g.add_argument("--reader", choices=("auto", "thread", "uring"), default=CACHE.reader,
                    help="read backend (default %(default)s)")
-    g.add_argument("--io-depth", type=int, default=32, metavar="N", help="reads in flight (default %(default)s)")
-    g.add_argument("--io-chunk", default="4MiB", metavar="SIZE", help="bytes per read request (default %(default)s)")
+    g.add_argument("--io-depth", type=int, default=CACHE.depth, metavar="N", help="reads in flight (default %(default)s)")
+    g.add_argument("--io-chunk", default=None, metavar="SIZE",
+                   help=f"bytes per read request (default {human_bytes(CACHE.chunk_bytes)})")
     g.add_argument("--no-direct", action="store_true", help="buffered reads instead of O_DIRECT")
     g.add_argument("--mmap", action="store_true", help="no cache: read experts through the memory map")
-    g.add_argument("--prefetch", action=argparse.BooleanOptionalAction, default=False,
+    g.add_argument("--prefetch", action=argparse.BooleanOptionalAction, default=CACHE.prefetch,
                    help="read ahead the experts the predictor expects the next layers to use (default off: on a "
                         "disk-bound run it cut waiting on reads but not the time per token, see docs/benchmarks.md)")
-    g.add_argument("--predictor", choices=PREDICTORS, default="lookahead",
+    g.add_argument("--predictor", choices=PREDICTORS, default=CACHE.predictor,
                    help="lookahead (the next layers' routers on this layer's hidden state), history (per-layer "
                         "transitions learned online) or combined (default %(default)s)")
-    g.add_argument("--prefetch-depth", type=int, default=1, metavar="N",
+    g.add_argument("--prefetch-depth", type=int, default=CACHE.prefetch_depth, metavar="N",
                    help="MoE layers ahead to predict and read (default %(default)s)")
-    g.add_argument("--prefetch-threshold", type=float, default=None, metavar="P",
+    g.add_argument("--prefetch-threshold", type=float, default=CACHE.prefetch_threshold, metavar="P",
                    help="least predicted chance (0-1) for an expert to be read ahead (default per predictor: "
                         + ", ".join(f"{p} {t:g}" for p, t in DEFAULT_THRESHOLDS.items())
                         + "; lookahead scores only each token's top-k above zero)")
-    g.add_argument("--cache-policy", choices=("lru", "layer", "lfu", "layer-lfu"), default="lru",
+    g.add_argument("--cache-policy", choices=CACHE_POLICIES, default=CACHE.policy,
                    help="eviction: lru, lfu, layer (evict the layers the pass left most recently first; keeps a stable "
                         "part of the model when a step's experts exceed the budget), layer-lfu (layer order, least "
                         "used first within a layer) (default %(default)s)")
@@ -98,7 +121,8 @@ def add_cache_flags(p: argparse.ArgumentParser) -> None:
 def cache_config(args: argparse.Namespace) -> CacheConfig:
     return CacheConfig(
         ram_budget=parse_bytes(args.ram_budget) if args.ram_budget else None, reader=args.reader,
-        depth=args.io_depth, chunk_bytes=parse_bytes(args.io_chunk), direct=not args.no_direct, mmap=args.mmap,
+        depth=args.io_depth, chunk_bytes=CACHE.chunk_bytes if args.io_chunk is None else parse_bytes(args.io_chunk),
+        direct=not args.no_direct, mmap=args.mmap,
         pin=tuple(_pins(args)), policy=args.cache_policy, prefetch=args.prefetch,
         predictor=args.predictor, prefetch_depth=args.prefetch_depth, prefetch_threshold=args.prefetch_threshold,
         verify=args.verify_experts,

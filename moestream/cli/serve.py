@@ -9,12 +9,12 @@ import socket
 import sys
 from pathlib import Path
 
-from ..engine.loader import load_model
+from ..engine import Engine
 from ..errors import ConfigError
 from ..server.app import MAX_BODY_BYTES, create_app
 from ..server.metrics import Metrics
-from ..server.worker import EngineWorker
-from .options import add_cache_flags, add_model_flag, cache_config, context_length, model_path
+from ..server.worker import EngineWorker, Served
+from .options import add_batch_flags, add_cache_flags, add_model_flag, batch_fields, engine_config, model_path
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -24,9 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--port", type=int, default=8000, help="port (default %(default)s; 0 = any free port)")
     p.add_argument("--api-key", default=os.environ.get("MOESTREAM_API_KEY"),
                    help="require 'Authorization: Bearer KEY' on /v1 (default: $MOESTREAM_API_KEY, else none)")
-    p.add_argument("--max-batch", type=int, default=8, metavar="N", help="sequences per step (default %(default)s)")
-    p.add_argument("--max-queue", type=int, default=64, metavar="N",
-                   help="requests waiting for a slot before 429 (default %(default)s)")
+    add_batch_flags(p)
     p.add_argument("--shutdown-grace", type=float, default=10.0, metavar="S",
                    help="on SIGTERM, seconds to let running requests finish; new ones get 503 (default %(default)s)")
     add_cache_flags(p)
@@ -37,9 +35,11 @@ def run(args: argparse.Namespace) -> int:
     from ..server.serve import serve  # uvicorn is imported only when serving
 
     _check(args)
+    config = engine_config(args, progress=False, **batch_fields(args))  # a bad flag stops here, before binding
     path = model_path(args)
     metrics = Metrics()
-    worker = EngineWorker(lambda: _load(path, args), Path(path).stem, args.max_batch, args.max_queue, metrics)
+    worker = EngineWorker(lambda: Engine.open(path, config), Path(path).stem, metrics,
+                          on_ready=lambda served: _say_ready(served, config.max_batch))
     app = create_app(worker, metrics, args.api_key, MAX_BODY_BYTES)
     sock = _listen(args.host, args.port)  # bound here: a clear error if taken, and port 0 gets a real port
     host, port = sock.getsockname()[:2]
@@ -64,16 +64,12 @@ def _listen(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _load(path: str, args: argparse.Namespace):
-    lm = load_model(path, progress=False, threads=args.threads, cache=cache_config(args))
-    ctx = min(context_length(args, lm.args.context_length), lm.args.context_length)
-    print(f"moestream: ready: {lm.path.name}, context {ctx}, batch up to {args.max_batch}", file=sys.stderr, flush=True)
-    return lm, ctx
+def _say_ready(served: Served, max_batch: int) -> None:
+    print(f"moestream: ready: {served.engine.path.name}, context {served.context_length}, batch up to {max_batch}",
+          file=sys.stderr, flush=True)
 
 
 def _check(args: argparse.Namespace) -> None:
-    if args.max_batch < 1 or args.max_queue < 0:
-        raise ConfigError("--max-batch must be >= 1 and --max-queue >= 0")
     if not 0 <= args.port <= 65535:
         raise ConfigError(f"--port must be in 0..65535, got {args.port}")
     if args.host not in ("127.0.0.1", "localhost", "::1") and not args.api_key:

@@ -8,8 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..engine.simulation import POLICY_NAMES, PrefetchSpec, budget_slots, hit_rates, prefetch_rates
-from ..engine.trace import read_trace
+from ..engine import POLICY_NAMES, PrefetchSpec, budget_slots, hit_rates, prefetch_rates, read_trace
 from ..errors import ConfigError
 
 

@@ -6,7 +6,7 @@ import argparse
 import time
 from pathlib import Path
 
-from ..synth import PRESETS, QTYPES, get_preset, qtype_of, write_synth
+from ..engine import PRESETS, QTYPES, get_preset, qtype_of, write_synth
 from .units import fmt_bytes
 
 

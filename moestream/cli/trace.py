@@ -3,17 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
-from ..engine.loader import load_model
-from ..engine.report import StepMeter, run_summary
-from ..engine.trace import RoutingRecorder, trace_header
+from ..engine import Engine
 from ..errors import ConfigError
-from ..tokenizer import Tokenizer
 from .generate import stream_completion
-from .options import add_cache_flags, add_model_flag, add_sampling_flags, cache_config, context_length, model_path, sampling_params
+from .options import add_cache_flags, add_model_flag, add_sampling_flags, engine_config, model_path, sampling_params
 from .summary import print_run_summary, write_json
 
 
@@ -37,26 +33,19 @@ def run(args: argparse.Namespace) -> int:
     if not 0 <= args.ahead <= 8:
         raise ConfigError("--ahead must be between 0 and 8")
     params = sampling_params(args)
-    lm = load_model(model_path(args), threads=args.threads, cache=cache_config(args))
-    try:
-        if not lm.args.n_experts:
-            raise ConfigError(f"{lm.path.name} has no routed experts: there is no routing to trace")
+    with Engine.open(model_path(args), engine_config(args)) as engine:
+        if not engine.args.n_experts:
+            raise ConfigError(f"{engine.path.name} has no routed experts: there is no routing to trace")
         with _open_output(args.output) as out:
-            out.write(json.dumps(trace_header(lm, args.ahead)) + "\n")
-            recorder, tok, meter = RoutingRecorder(lm.model, out, args.ahead), Tokenizer.from_gguf(lm.gguf), StepMeter(lm.cache)
-            ctx, stop = context_length(args, lm.args.context_length), set(tok.eog_ids)
-            prompt_tokens = prefill_s = 0
+            recorder = engine.record_routing(out, args.ahead)
             for text in prompts:
                 recorder.new_sequence()
-                ids = tok.encode(text)
-                _, stats = stream_completion(lm.model, tok, ids, params, args.n_predict, stop, ctx, meter)
-                prompt_tokens, prefill_s = prompt_tokens + stats.prompt_tokens, prefill_s + stats.prefill_seconds
-        summary = run_summary(lm, prompt_tokens, prefill_s, meter)
+                ids = engine.tokenizer.encode(text)
+                stream_completion(engine, ids, params, args.n_predict, engine.tokenizer.eog_ids)
+        summary = engine.summary()
         print_run_summary(summary)
         write_json(args.stats_json, summary)
         print(f"moestream: wrote {args.output} ({len(prompts)} prompts)", file=sys.stderr)
-    finally:
-        lm.close()
     return 0
 
 

@@ -1,6 +1,6 @@
 """Human units at the edges: bytes -> GiB/MiB, counts -> B/M/K."""
 
-from ..telemetry.units import human_bytes as fmt_bytes  # noqa: F401 - one formatter for sizes
+from ..engine import human_bytes as fmt_bytes  # noqa: F401 - one formatter for sizes
 
 
 def fmt_count(n: int) -> str:

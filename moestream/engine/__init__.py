@@ -1,0 +1,30 @@
+"""The engine package is the composition root and the one door into moestream for cli/ and server/: they import
+from here (and from errors and assets) only, and tests/test_imports.py fails the build if they reach past it.
+What they need from the layers below (tokenizer, cache config parsing, predictor and policy names, the offline
+trace/simulate/synth tools) is re-exported here, so a layer can be reorganised without touching the edges; see
+llm.py for how the engine's own pieces fit together."""
+
+from ..cache.config import CacheConfig, parse_bytes
+from ..cache.policy import POLICIES
+from ..errors import QueueFull, SchedulerClosed
+from ..prefetch.predictors import DEFAULT_THRESHOLDS, PREDICTORS
+from ..synth import PRESETS, QTYPES, get_preset, qtype_of, write_synth
+from ..telemetry.units import human_bytes
+from ..tokenizer import ChatTemplate, Tokenizer
+from .generate import GenerationStats, TokenEvent
+from .llm import DEFAULT_CONTEXT_CAP, Engine, EngineConfig
+from .loader import ModelInfo, inspect_file
+from .sampling import GREEDY, SamplingParams
+from .scheduler import EngineRequest, Scheduler, StepInfo, TokenOut
+from .simulation import POLICY_NAMES, PrefetchSpec, budget_slots, hit_rates, prefetch_rates
+from .trace import read_trace
+
+CACHE_POLICIES = tuple(POLICIES)
+
+__all__ = [
+    "CACHE_POLICIES", "DEFAULT_CONTEXT_CAP", "DEFAULT_THRESHOLDS", "GREEDY", "POLICY_NAMES", "PREDICTORS",
+    "PRESETS", "QTYPES", "CacheConfig", "ChatTemplate", "Engine", "EngineConfig", "EngineRequest",
+    "GenerationStats", "ModelInfo", "PrefetchSpec", "QueueFull", "SamplingParams", "Scheduler", "SchedulerClosed",
+    "StepInfo", "TokenEvent", "TokenOut", "Tokenizer", "budget_slots", "get_preset", "hit_rates", "human_bytes",
+    "inspect_file", "parse_bytes", "prefetch_rates", "qtype_of", "read_trace", "write_synth",
+]

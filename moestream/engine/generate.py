@@ -1,22 +1,25 @@
-"""Generation as a generator of events: prefill the prompt in chunks, then decode token by token.
+"""Generation as a generator of events over the scheduler: submit one request, then drive `Scheduler.step()` in
+the calling thread until it ends, yielding each token as its step produces it.
 
-Each event carries one new token id; the last one carries the finish reason and timing statistics."""
+There is no decode loop here: `drive` only steps the scheduler, so a CLI run takes the very path a served request
+takes (the same prefill chunks, the same sampler calls in the same order, the same stop rules), and its output is
+what the server would answer for the same seed. Several generators over one scheduler may be alive at once; each
+step advances all of them (events wait in their own queue). A generator left early cancels its request; the slot
+is freed at the next step. A failed step re-raises what it raised here (the server turns it into an error event
+instead), so `moestream generate` shows the same one-line error it always did."""
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from collections import deque
+from dataclasses import dataclass
 from typing import Iterator
 
 import torch
 
-from ..layers.attention import Segment
-from ..models.decoder import DecoderModel
-from ..errors import ConfigError
-from .kv_cache import KVCache
-from .sampling import Sampler, SamplingParams
-
-PREFILL_CHUNK = 512
+from ..errors import MoestreamError
+from .sampling import SamplingParams
+from .scheduler import EngineRequest, Scheduler, TokenOut
 
 
 @dataclass
@@ -45,67 +48,56 @@ class TokenEvent:
     stats: GenerationStats | None = None
 
 
-@dataclass
-class Sequence:
-    """One sequence being generated: its token history and KV cache."""
-
-    tokens: list[int]
-    kv: KVCache
-    stats: GenerationStats = field(default_factory=GenerationStats)
-
-
-def new_sequence(model: DecoderModel, prompt: list[int], context_length: int) -> Sequence:
-    a = model.args
-    return Sequence(list(prompt), KVCache(a.n_layers, a.n_kv_heads, a.head_dim, context_length))
-
-
-def forward_logits(model: DecoderModel, seq: Sequence, new_tokens: list[int]) -> torch.Tensor:
-    """Run `new_tokens` through the model after what `seq.kv` holds; return logits of the last one ([V])."""
-    start = seq.kv.length
-    positions = torch.arange(start, start + len(new_tokens))
-    hidden = model.forward(torch.tensor(new_tokens), [Segment(0, len(new_tokens), positions, seq.kv)])
-    return model.logits(hidden[-1:])[0]
-
-
-def prefill(model: DecoderModel, seq: Sequence, chunk: int = PREFILL_CHUNK) -> torch.Tensor:
-    logits = None
-    for i in range(0, len(seq.tokens), chunk):
-        logits = forward_logits(model, seq, seq.tokens[i : i + chunk])
-    return logits
-
-
 @torch.inference_mode()
-def generate(
-    model: DecoderModel, prompt: list[int], params: SamplingParams, max_new_tokens: int,
-    stop_ids: set[int] = frozenset(), context_length: int | None = None,
-) -> Iterator[TokenEvent]:
-    ctx = context_length or model.args.context_length
-    if not prompt:
-        raise ConfigError("cannot generate from an empty prompt")
-    if len(prompt) >= ctx:
-        raise ConfigError(f"the prompt has {len(prompt)} tokens but the context holds {ctx}; shorten it or raise --ctx-size")
-    seq = new_sequence(model, prompt, ctx)
-    sampler = Sampler(params)
-    t0 = time.perf_counter()
-    logits = prefill(model, seq)
-    seq.stats.prompt_tokens, seq.stats.prefill_seconds = len(prompt), time.perf_counter() - t0
-    t0 = time.perf_counter()
-    for i in range(max_new_tokens):
-        token = sampler(logits, seq.tokens)
-        seq.tokens.append(token)
-        seq.stats.generated_tokens += 1
-        reason = _finish_reason(token, i, max_new_tokens, len(seq.tokens), ctx, stop_ids)
-        if reason:
-            seq.stats.decode_seconds, seq.stats.finish_reason = time.perf_counter() - t0, reason
-            yield TokenEvent(token, reason, seq.stats)
+def drive(scheduler: Scheduler, req: EngineRequest) -> Iterator[TokenOut]:
+    """Submit `req` and step `scheduler` here until the request ends; yields its events, the last one carrying
+    the finish reason."""
+    events: deque[TokenOut] = deque()
+    req.on_event = events.append
+    scheduler.submit(req)
+    try:
+        while True:
+            while not events:
+                scheduler.step()
+            ev = events.popleft()
+            yield ev
+            if ev.finish_reason:
+                return
+    finally:
+        scheduler.cancel(req)  # a no-op once finished; frees the slot at the next step otherwise
+
+
+def generate(scheduler: Scheduler, prompt: list[int], params: SamplingParams, max_new_tokens: int,
+             stop_ids: frozenset[int] = frozenset()) -> Iterator[TokenEvent]:
+    """One token per event; the last carries the finish reason and the run's timing statistics."""
+    req = request(prompt, params, max_new_tokens, stop_ids)
+    stats, t0 = GenerationStats(prompt_tokens=len(prompt)), time.perf_counter()
+    for ev in drive(scheduler, req):
+        _raise_failure(ev)
+        now = time.perf_counter()
+        if ev.token is None:  # ended before a token (nothing to generate, or cancelled)
             return
-        yield TokenEvent(token)
-        logits = forward_logits(model, seq, [token])
+        if not stats.generated_tokens:
+            stats.prefill_seconds, t0 = now - t0, now
+        stats.generated_tokens += 1
+        if ev.finish_reason:
+            stats.decode_seconds, stats.finish_reason = now - t0, ev.finish_reason
+        yield TokenEvent(ev.token, ev.finish_reason, stats if ev.finish_reason else None)
 
 
-def _finish_reason(token: int, i: int, max_new: int, n_tokens: int, ctx: int, stop_ids: set[int]) -> str | None:
-    if token in stop_ids:
-        return "stop"
-    if i + 1 >= max_new or n_tokens >= ctx:
-        return "length"
-    return None
+def request(prompt: list[int], params: SamplingParams, max_new_tokens: int,
+            stop_ids: frozenset[int] = frozenset()) -> EngineRequest:
+    """A request for `drive`, which installs its event handler."""
+    return EngineRequest(list(prompt), params, max_new_tokens, on_event=_unset, stop_ids=frozenset(stop_ids))
+
+
+def _unset(ev: TokenOut) -> None:
+    raise AssertionError("drive() installs the request's event handler")
+
+
+def _raise_failure(ev: TokenOut) -> None:
+    if ev.finish_reason != "error":
+        return
+    if ev.exception is not None:
+        raise ev.exception
+    raise MoestreamError(ev.error or "the engine failed")

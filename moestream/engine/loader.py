@@ -95,6 +95,11 @@ def check_model(gguf: GGUFFile) -> ModelInfo:
     return ModelInfo(gguf, args, spec, experts, [n for n in gguf.tensors if n not in expert_names])
 
 
+def inspect_file(path: str | Path) -> ModelInfo:
+    """Open a GGUF and check it, reading no weights (`moestream inspect`)."""
+    return check_model(GGUFFile(path))
+
+
 def _vocab_size(gguf: GGUFFile) -> int | None:
     """The tokenizer's vocabulary size, which the embedding and output rows must match (None: no tokenizer)."""
     tokens = gguf.get("tokenizer.ggml.tokens")

@@ -5,7 +5,13 @@ most `prefill_tokens` in all, oldest first) and one token for each decoding sequ
 whole step's tokens by expert, so an expert routed by several sequences is fetched and applied once per step.
 
 Requests are submitted and cancelled from any thread; results go back through each request's `on_event`, called
-on the engine thread (it must not block: the server hands events to its event loop)."""
+on the engine thread (it must not block: the server hands events to its event loop).
+
+This step is the only decode loop: the server's engine thread drives it through `run()`, and everything else
+(`moestream generate`, `chat`, `trace`, `bench`, Engine.generate) submits a request and calls `step()` in its own
+thread until the request ends (engine/generate.py), so batching, sampling and stopping rules exist once. A
+request is checked when it is submitted (an empty prompt would never be ready to sample; one as long as the
+context would overflow its KV cache), not when it is admitted, so the caller gets the error, not the batch."""
 
 from __future__ import annotations
 
@@ -17,19 +23,15 @@ from typing import Callable
 
 import torch
 
-from ..errors import MoestreamError
-from ..layers.attention import Segment
+from ..errors import ConfigError, MoestreamError, QueueFull, SchedulerClosed
 from ..models.decoder import DecoderModel
-from .generate import PREFILL_CHUNK, Sequence, new_sequence
 from .sampling import Sampler, SamplingParams
+from .sequence import Sequence, forward, new_sequence
 
-
-class QueueFull(MoestreamError):
-    """More requests are waiting than the scheduler accepts."""
-
-
-class SchedulerClosed(MoestreamError):
-    """The engine loop has stopped (shutdown): it takes no more requests."""
+# Engine defaults (EngineConfig and the CLI flags take theirs from here)
+MAX_BATCH = 8  # sequences per step
+MAX_WAITING = 64  # requests queued for a slot before QueueFull
+PREFILL_CHUNK = 512  # prompt tokens per step, over all prefilling sequences
 
 
 @dataclass
@@ -43,6 +45,7 @@ class TokenOut:
     error: str | None = None
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    exception: BaseException | None = None  # finish_reason "error": what was raised, for callers that re-raise it
 
 
 @dataclass
@@ -73,8 +76,9 @@ class StepInfo:
 
 
 class Scheduler:
-    def __init__(self, model: DecoderModel, context_length: int, max_batch: int = 8, max_waiting: int = 64,
-                 prefill_tokens: int = PREFILL_CHUNK, on_step: Callable[[StepInfo], None] | None = None):
+    def __init__(self, model: DecoderModel, context_length: int, max_batch: int = MAX_BATCH,
+                 max_waiting: int = MAX_WAITING, prefill_tokens: int = PREFILL_CHUNK,
+                 on_step: Callable[[StepInfo], None] | None = None):
         self.model, self.context_length = model, context_length
         self.max_batch, self.max_waiting, self.prefill_tokens = max_batch, max_waiting, prefill_tokens
         self.on_step = on_step
@@ -86,6 +90,11 @@ class Scheduler:
     # ---- any thread ------------------------------------------------------------------------------------------
 
     def submit(self, req: EngineRequest) -> None:
+        """Queue `req`; raises ConfigError for a prompt that cannot run, QueueFull, or SchedulerClosed."""
+        self._check(req.prompt)
+        if req.max_new_tokens < 1:  # nothing to generate: done without a forward pass
+            req.on_event(TokenOut(None, finish_reason="length", prompt_tokens=len(req.prompt)))
+            return
         with self._wake:
             if self._closed:
                 raise SchedulerClosed("the engine has stopped and takes no more requests")
@@ -93,6 +102,13 @@ class Scheduler:
                 raise QueueFull(f"{len(self._waiting)} requests already waiting")
             self._waiting.append(req)
             self._wake.notify()
+
+    def _check(self, prompt: list[int]) -> None:
+        if not prompt:
+            raise ConfigError("cannot generate from an empty prompt")
+        if len(prompt) >= self.context_length:
+            raise ConfigError(f"the prompt has {len(prompt)} tokens but the context holds {self.context_length}; "
+                              "shorten it or raise --ctx-size")
 
     def cancel(self, req: EngineRequest) -> None:
         req.cancelled = True
@@ -132,7 +148,7 @@ class Scheduler:
             logits = self._forward(work)
         except Exception as exc:  # a failed read or kernel: fail this batch, keep serving
             error = str(exc) if isinstance(exc, MoestreamError) else f"{type(exc).__name__}: {exc}"
-            self._finish_running("error", error)
+            self._finish_running("error", error, exc)
             return
         for (slot, n), row in zip(work, logits):
             slot.fed += n
@@ -173,15 +189,9 @@ class Scheduler:
 
     def _forward(self, work: list[tuple[_Slot, int]]) -> list[torch.Tensor | None]:
         """One forward pass over every slot's new tokens; logits [V] for slots whose input is complete."""
-        tokens, segments, start = [], [], 0
-        for slot, n in work:
-            new = slot.seq.tokens[slot.fed: slot.fed + n]
-            tokens += new
-            segments.append(Segment(start, n, torch.arange(slot.fed, slot.fed + n), slot.seq.kv))
-            start += n
-        hidden = self.model.forward(torch.tensor(tokens), segments)
+        feeds = [(slot.seq.kv, slot.seq.tokens[slot.fed: slot.fed + n]) for slot, n in work]
         ready = [i for i, (slot, n) in enumerate(work) if slot.fed + n == len(slot.seq.tokens)]
-        rows = self.model.logits(hidden[[segments[i].start + segments[i].length - 1 for i in ready]]) if ready else []
+        rows = forward(self.model, feeds, ready)
         out: list[torch.Tensor | None] = [None] * len(work)
         for i, row in zip(ready, rows):
             out[i] = row
@@ -205,16 +215,16 @@ class Scheduler:
             return "length"
         return None
 
-    def _end(self, slot: _Slot, reason: str, error: str | None = None) -> None:
+    def _end(self, slot: _Slot, reason: str, error: str | None = None, exc: BaseException | None = None) -> None:
         req = slot.req
         req.on_event(TokenOut(None, finish_reason=reason, error=error, prompt_tokens=len(req.prompt),
-                              completion_tokens=slot.generated))
+                              completion_tokens=slot.generated, exception=exc))
         slot.req = None  # type: ignore[assignment]
 
-    def _finish_running(self, reason: str, error: str | None) -> None:
+    def _finish_running(self, reason: str, error: str | None, exc: BaseException | None = None) -> None:
         for slot in self._running:
             if slot.req is not None:
-                self._end(slot, reason, error)
+                self._end(slot, reason, error, exc)
         self._running = []
 
     def _finish_all(self, reason: str, error: str | None) -> None:

@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from ..engine.sampling import SamplingParams
+from ..engine import SamplingParams
 from ..errors import ConfigError
 
 

@@ -6,8 +6,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 
-from ..engine.scheduler import TokenOut
-from ..tokenizer import Tokenizer
+from ..engine import TokenOut, Tokenizer
 
 
 @dataclass

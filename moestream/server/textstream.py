@@ -3,13 +3,12 @@ and text that might be the start of a stop string held back until the next token
 
 from __future__ import annotations
 
-from ..tokenizer import Tokenizer
-from ..tokenizer.stream import StreamDecoder
+from ..engine import Tokenizer
 
 
 class TextStream:
     def __init__(self, tokenizer: Tokenizer, stops: tuple[str, ...] = ()):
-        self.decoder = StreamDecoder(tokenizer)
+        self.decoder = tokenizer.stream()
         self.stops = stops
         self.pending = ""  # decoded, not yet emitted (a possible stop-string prefix)
         self.stopped = False

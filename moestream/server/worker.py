@@ -1,5 +1,10 @@
-"""The engine worker: loads the model on a background thread, then runs the scheduler loop on it, the only thread
-that touches the model. The HTTP side talks to it through `stream()`, an async iterator per request."""
+"""The engine worker: opens the Engine on a background thread, then runs its scheduler loop on it, the only thread
+that touches the model. The HTTP side talks to it through `stream()`, an async iterator per request.
+
+The worker drives the engine's own scheduler (`Engine.scheduler.run`), the step every other command drives too,
+so a served request and `moestream generate` with the same seed produce the same tokens. What can fail at load
+(the file, the budget, the tokenizer, the chat template) fails here, before /health says ok: it is reported by
+/health and every request, and the process stays up to say so."""
 
 from __future__ import annotations
 
@@ -9,9 +14,8 @@ import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
-from ..engine.loader import LoadedModel
-from ..engine.scheduler import EngineRequest, QueueFull, Scheduler, TokenOut
-from ..tokenizer import ChatTemplate, Tokenizer
+from ..engine import Engine, EngineRequest, Scheduler, Tokenizer, TokenOut
+from ..errors import QueueFull
 from .metrics import Metrics
 
 __all__ = ["EngineWorker", "QueueFull", "Served"]
@@ -21,20 +25,23 @@ __all__ = ["EngineWorker", "QueueFull", "Served"]
 class Served:
     """What the HTTP side needs once loading is done."""
 
-    lm: LoadedModel
+    engine: Engine
     tokenizer: Tokenizer
-    template: ChatTemplate
     context_length: int
     model_id: str
     created: int
 
 
+def served_context(engine: Engine) -> int:
+    """The server's context: the engine's, but never past the model's own (where `generate -c` may go)."""
+    return min(engine.context_length, engine.args.context_length)
+
+
 class EngineWorker:
-    def __init__(self, load: Callable[[], tuple[LoadedModel, int]], model_id: str, max_batch: int,
-                 max_waiting: int, metrics: Metrics):
-        """load: () -> (the model, the context length to serve)."""
-        self._load, self.model_id = load, model_id
-        self.max_batch, self.max_waiting, self.metrics = max_batch, max_waiting, metrics
+    def __init__(self, open_engine: Callable[[], Engine], model_id: str, metrics: Metrics,
+                 on_ready: Callable[[Served], None] | None = None):
+        """open_engine: () -> the Engine to serve (its EngineConfig sets batch and queue limits)."""
+        self._open, self.model_id, self.metrics, self._on_ready = open_engine, model_id, metrics, on_ready
         self.served: Served | None = None
         self.scheduler: Scheduler | None = None
         self.load_error: str | None = None
@@ -58,7 +65,7 @@ class EngineWorker:
         self.halt()
         self._thread.join(timeout=30)
         if self.served is not None:
-            self.served.lm.close()
+            self.served.engine.close()
 
     def halt(self) -> None:
         """Any thread, without waiting: take no new requests, and end every running or waiting one with
@@ -70,15 +77,26 @@ class EngineWorker:
 
     def _main(self) -> None:
         try:
-            lm, ctx = self._load()
-            self.scheduler = Scheduler(lm.model, ctx, self.max_batch, self.max_waiting, on_step=self.metrics.on_step)
-            self.metrics.attach(lm.cache, lambda: self.scheduler.load)
-            self.served = Served(lm, Tokenizer.from_gguf(lm.gguf), ChatTemplate.from_gguf(lm.gguf), ctx,
-                                 self.model_id, int(time.time()))
+            served = self._load()
         except Exception as exc:  # reported by /health and every request; the process stays up to say so
             self.load_error = f"{type(exc).__name__}: {exc}"
             return
+        self.scheduler, self.served = served.engine.scheduler, served
+        if self._on_ready is not None:
+            self._on_ready(served)
         self.scheduler.run(self._stop)
+
+    def _load(self) -> Served:
+        engine = self._open()
+        try:
+            _ = engine.template  # read now: a template that cannot load is a load error, not a 500 per request
+            served = Served(engine, engine.tokenizer, served_context(engine), self.model_id, int(time.time()))
+        except BaseException:
+            engine.close()
+            raise
+        engine.scheduler.on_step = self.metrics.on_step
+        self.metrics.attach(engine.cache, lambda: engine.scheduler.load)
+        return served
 
     async def stream(self, req: EngineRequest) -> AsyncIterator[TokenOut]:
         """Submit `req` and yield its events; leaving the iterator early (client gone) cancels the request."""

@@ -8,7 +8,7 @@ import torch
 
 from moestream.cache.config import CacheConfig
 from moestream.cache.layout import SlotLayout
-from moestream.engine.generate import forward_logits, new_sequence
+from moestream.engine.sequence import forward_logits, new_sequence
 from moestream.engine.loader import check_model, load_model
 from moestream.formats.gguf import GGUFFile
 

@@ -13,7 +13,7 @@ import torch
 
 from moestream.assets import default_model_path
 from moestream.cache.config import CacheConfig
-from moestream.engine.generate import forward_logits, new_sequence
+from moestream.engine.sequence import forward_logits, new_sequence
 from moestream.engine.loader import load_model
 from moestream.errors import ExpertChangedError
 from tests.cache.streaming_helpers import PROMPT, run, tight_budget

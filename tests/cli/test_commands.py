@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from moestream.engine.generate import generate
-from moestream.engine.loader import load_model
-from moestream.engine.sampling import GREEDY
-from moestream.tokenizer import Tokenizer
+from moestream.engine import GREEDY, Engine, EngineConfig
 from tests.cli.test_bad_input import run_cli
 from tests.fixtures.tiny_models import CONFIGS, gguf_path
 
@@ -31,9 +28,9 @@ def test_generate_streams_the_engines_greedy_tokens():
     path = gguf_path("mixtral")
     result = run_cli("generate", "-m", str(path), "-p", "The king said", "-n", "12", "--temp", "0", "--no-echo")
     assert result.returncode == 0, result.stderr
-    lm = load_model(path, progress=False)
-    tok = Tokenizer.from_gguf(lm.gguf)
-    tokens = [e.token for e in generate(lm.model, tok.encode("The king said"), GREEDY, 12)]
+    with Engine.open(path, EngineConfig(progress=False)) as engine:
+        tok = engine.tokenizer
+        tokens = [e.token for e in engine.generate(tok.encode("The king said"), GREEDY, 12)]
     assert result.stdout == "".join(tok.stream().iter_text(tokens)) + "\n"
     assert "generated: 12 tokens" in result.stderr
 

@@ -1,5 +1,6 @@
-"""Continuous batching in-process: sequences batched together produce exactly what each produces alone; a step
-fetches each expert once for all its sequences; cancelling frees the slot; a failed read fails only that batch."""
+"""Continuous batching in-process: sequences batched together produce exactly what each produces alone (through
+Engine.generate, one request at a time on the same step); a step fetches each expert once for all its sequences;
+cancelling frees the slot; a failed read fails only that batch."""
 
 from __future__ import annotations
 
@@ -7,11 +8,8 @@ import threading
 
 import pytest
 
-from moestream.cache.config import CacheConfig
-from moestream.engine.generate import generate
-from moestream.engine.loader import load_model
-from moestream.engine.sampling import GREEDY, SamplingParams
-from moestream.engine.scheduler import EngineRequest, QueueFull, Scheduler
+from moestream.engine import (GREEDY, CacheConfig, Engine, EngineConfig, EngineRequest, QueueFull, SamplingParams,
+                              Scheduler)
 from moestream.store.reader import ThreadReader
 from tests.cache.streaming_helpers import tight_budget
 from tests.cache.test_faults import FailingFile, assert_pool_whole
@@ -43,41 +41,46 @@ def collect(sched: Scheduler, prompts, params=GREEDY, n=N, **kw) -> list[list[in
     return out
 
 
+def open_engine(path=None, cache=CacheConfig(), reader=None) -> Engine:
+    config = EngineConfig(cache=cache, context_length=64, progress=False)
+    return Engine.open(path or gguf_path("mixtral"), config, reader=reader)
+
+
+def alone(engine: Engine, prompts, params=GREEDY, n=N) -> list[list[int]]:
+    """Each prompt generated on its own, one after the other (params: one for all, or one per prompt)."""
+    per_prompt = params if isinstance(params, list) else [params] * len(prompts)
+    return [[e.token for e in engine.generate(p, sp, n)] for p, sp in zip(prompts, per_prompt)]
+
+
 @pytest.fixture(scope="module")
 def tiny():
-    lm = load_model(gguf_path("mixtral"), progress=False)
-    yield lm
-    lm.close()
+    with open_engine() as engine:
+        yield engine
 
 
 def test_batched_greedy_equals_each_sequence_alone(tiny):
-    alone = [[e.token for e in generate(tiny.model, p, GREEDY, N, context_length=64)] for p in PROMPTS]
     together = collect(Scheduler(tiny.model, 64, max_batch=8), PROMPTS)
-    assert together == alone
+    assert together == alone(tiny, PROMPTS)
 
 
 def test_batched_sampling_equals_each_sequence_alone_with_seeds(tiny):
     params = [SamplingParams(temperature=1.0, seed=s) for s in range(len(PROMPTS))]
-    alone = [[e.token for e in generate(tiny.model, p, sp, N, context_length=64)] for p, sp in zip(PROMPTS, params)]
     sched = Scheduler(tiny.model, 64, max_batch=2, prefill_tokens=4)  # joins and leaves mid-run, prompts in slices
-    assert collect(sched, PROMPTS, params) == alone
+    assert collect(sched, PROMPTS, params) == alone(tiny, PROMPTS, params)
 
 
 def test_one_read_per_expert_per_step_under_a_tight_budget():
     path = gguf_path("mixtral")
-    lm = load_model(path, progress=False, cache=CacheConfig(ram_budget=8 * tight_budget(path) // 2))
-    try:
-        before = lm.cache.stats.lookups
-        alone = [[e.token for e in generate(lm.model, p, GREEDY, N, context_length=64)] for p in PROMPTS]
-        alone_lookups, before = lm.cache.stats.lookups - before, lm.cache.stats.lookups
-        sched = Scheduler(lm.model, 64, max_batch=8)
-        assert collect(sched, PROMPTS) == alone
-        assert lm.cache.stats.lookups - before < alone_lookups / 2  # shared experts are looked up once per step
+    with open_engine(path, CacheConfig(ram_budget=8 * tight_budget(path) // 2)) as engine:
+        stats = engine.cache.stats
+        before = stats.lookups
+        one_by_one = alone(engine, PROMPTS)
+        alone_lookups, before = stats.lookups - before, stats.lookups
+        assert collect(engine.scheduler, PROMPTS) == one_by_one
+        assert stats.lookups - before < alone_lookups / 2  # shared experts are looked up once per step
         # one prefill step + N-1 decode steps; a lookup is one distinct expert of one layer in one step, so at
         # most n_experts per layer per step however many sequences route to it (alone: up to 5x as many)
-        assert lm.cache.stats.lookups - before <= N * lm.args.n_layers * lm.args.n_experts
-    finally:
-        lm.close()
+        assert stats.lookups - before <= N * engine.args.n_layers * engine.args.n_experts
 
 
 def test_cancel_frees_the_slot_and_queue_limit(tiny):
@@ -98,21 +101,17 @@ def test_cancel_frees_the_slot_and_queue_limit(tiny):
 def test_failed_read_fails_the_batch_and_the_server_goes_on():
     path = gguf_path("mixtral")
     reader = ThreadReader(FailingFile(path, 3), depth=4)
-    lm = load_model(path, progress=False, cache=CacheConfig(ram_budget=tight_budget(path), chunk_bytes=8192),
-                    reader=reader)
-    try:
-        sched = Scheduler(lm.model, 64, max_batch=4)
+    with open_engine(path, CacheConfig(ram_budget=tight_budget(path), chunk_bytes=8192), reader) as engine:
+        sched = engine.scheduler
         reasons = []
         for p in PROMPTS[:2]:
             sched.submit(EngineRequest(p, GREEDY, N, lambda ev: ev.finish_reason and reasons.append(ev)))
         while len(reasons) < 2:
             sched.step()
         assert [r.finish_reason for r in reasons] == ["error", "error"] and "Input/output error" in reasons[0].error
-        assert_pool_whole(lm.cache)
-        alone = [e.token for e in generate(lm.model, PROMPTS[0], GREEDY, N, context_length=64)]
-        assert collect(sched, [PROMPTS[0]]) == [alone]
-    finally:
-        lm.close()
+        assert "Input/output error" in str(reasons[0].exception)  # kept, so a caller in this thread re-raises it
+        assert_pool_whole(engine.cache)
+        assert collect(sched, [PROMPTS[0]]) == alone(engine, [PROMPTS[0]])
 
 
 def test_run_loop_cancels_everything_on_stop(tiny):

@@ -17,18 +17,15 @@ from moestream.models.args import ModelArgs
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = """
 import os, sys
-from moestream.cache.config import CacheConfig
-from moestream.engine.generate import generate
-from moestream.engine.loader import load_model
-from moestream.engine.sampling import GREEDY
+from moestream.engine import GREEDY, CacheConfig, Engine, EngineConfig
 from moestream.errors import MoestreamError
 
 path = sys.argv[1]
-lm = load_model(path, progress=False, cache=CacheConfig(mmap=True))
+engine = Engine.open(path, EngineConfig(cache=CacheConfig(mmap=True), progress=False))
 for size in [os.path.getsize(path)] + [int(s) for s in sys.argv[2:]]:
     os.truncate(path, size)  # after open, between steps
     try:
-        print("generated", [ev.token for ev in generate(lm.model, [1, 17, 33], GREEDY, 4)])
+        print("generated", [ev.token for ev in engine.generate([1, 17, 33], GREEDY, 4)])
     except MoestreamError as exc:
         print(f"{type(exc).__name__}: {exc}")
 """

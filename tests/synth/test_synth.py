@@ -15,8 +15,9 @@ import pytest
 import torch
 
 from moestream.cli.main import main
-from moestream.engine.generate import forward_logits, generate, new_sequence
-from moestream.engine.loader import check_model, load_model
+from moestream.engine import Engine, EngineConfig
+from moestream.engine.loader import check_model
+from moestream.engine.sequence import forward_logits, new_sequence
 from moestream.engine.sampling import GREEDY
 from moestream.errors import ConfigError
 from moestream.formats.gguf import GGUFFile
@@ -113,11 +114,10 @@ def test_tokenizer_round_trips_text(written):
 
 def test_generates_tokens(written):
     preset, path = written
-    lm = load_model(path, progress=False)
-    tok = Tokenizer.from_gguf(lm.gguf)
-    events = list(generate(lm.model, tok.encode("Hello world"), GREEDY, 3))
-    assert len(events) == 3 and all(0 <= e.token < preset.vocab for e in events)
-    logits = forward_logits(lm.model, new_sequence(lm.model, [], 16), [1, 2, 3])  # [V]
+    with Engine.open(path, EngineConfig(progress=False)) as engine:
+        events = list(engine.generate(engine.tokenizer.encode("Hello world"), GREEDY, 3))
+        assert len(events) == 3 and all(0 <= e.token < preset.vocab for e in events)
+        logits = forward_logits(engine.model, new_sequence(engine.model, [], 16), [1, 2, 3])  # [V]
     assert torch.isfinite(logits).all() and logits.std() > 0.1
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from transformers import MixtralConfig, MixtralForCausalLM
 
-from moestream.engine.generate import forward_logits, new_sequence
+from moestream.engine.sequence import forward_logits, new_sequence
 from moestream.engine.loader import load_model
 from moestream.tokenizer import Tokenizer
 from train.bpe import train_bpe

@@ -1,0 +1,179 @@
+"""The engine facade: `Engine.open(path, EngineConfig)` is how everything outside engine/ runs a model.
+
+How the pieces fit together:
+- `EngineConfig` (frozen, checked in __post_init__) is everything that configures an engine: how experts are
+  streamed (`cache`, a cache/config.py CacheConfig), kernel threads, context length, and the scheduler's limits
+  (max batch, max queue, prefill chunk). Its defaults are the only ones: the CLI flags (cli/options.py) read
+  them, and `moestream serve` builds the same EngineConfig from the same flags.
+- `Engine.open` loads the model (loader.py: resident weights into RAM, routed experts behind the byte-budgeted
+  ExpertCache, optional prefetch) and builds one Scheduler over it. The tokenizer and chat template are read
+  from the GGUF on first use, so `bench` runs on a file whose tokenizer it never needs.
+- The scheduler's `step()` (scheduler.py) is the only decode loop. `generate()` submits one request and drives
+  steps in the calling thread (generate.py); `serve` drives the same scheduler from its engine thread
+  (`scheduler.run`, server/worker.py); `bench` prefills a random prompt in one step and times each decode step
+  of a seeded temperature-1 request on a scheduler of its own size (the step code is the same).
+- The run summary (report.py) is kept here: every `generate()` adds its prompt, prefill time and decode steps,
+  and `summary()` returns the flat dict the CLI prints and --stats-json writes.
+cli/ and server/ import this package only (plus errors and assets; tests/test_imports.py enforces it), so what
+they need from below (tokenizer, cache config parsing, predictor names) is re-exported by engine/__init__.py."""
+
+from __future__ import annotations
+
+import functools
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Iterator
+
+import torch
+
+from ..cache.config import CacheConfig
+from ..errors import ConfigError
+from ..kernels.cpu import NativeClock
+from ..tokenizer import ChatTemplate, Tokenizer, encode_chat
+from .generate import TokenEvent, drive, generate, request
+from .loader import LoadedModel, load_model
+from .report import StepMeter, run_summary
+from .sampling import SamplingParams
+from .scheduler import MAX_BATCH, MAX_WAITING, PREFILL_CHUNK, Scheduler
+from .trace import RoutingRecorder, trace_header
+
+DEFAULT_CONTEXT_CAP = 4096  # without --ctx-size: the model's context, at most this (KV caches grow on demand)
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    cache: CacheConfig = field(default_factory=CacheConfig)  # how routed experts are streamed
+    threads: int | None = None  # CPU kernel threads; None: one per physical core available to this process
+    context_length: int | None = None  # tokens per sequence; None: the model's, capped at DEFAULT_CONTEXT_CAP
+    max_batch: int = MAX_BATCH  # sequences per step
+    max_queue: int = MAX_WAITING  # requests waiting for a slot before QueueFull
+    prefill_chunk: int = PREFILL_CHUNK  # prompt tokens per step
+    progress: bool = True  # a progress bar while loading large resident weights
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.cache, CacheConfig):
+            raise ConfigError(f"EngineConfig.cache must be a CacheConfig, got {type(self.cache).__name__}")
+        _at_least(self.threads, 1, "--threads")
+        _at_least(self.context_length, 2, "--ctx-size")  # a prompt token and one to generate
+        _at_least(self.max_batch, 1, "--max-batch")
+        _at_least(self.max_queue, 0, "--max-queue")
+        _at_least(self.prefill_chunk, 1, "--prefill-chunk")
+
+
+def _at_least(value: int | None, least: int, flag: str) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < least:
+        raise ConfigError(f"{flag} must be an integer >= {least}, got {value!r}")
+
+
+class Engine:
+    """A loaded model with its tokenizer, chat template, expert cache, scheduler and run summary."""
+
+    def __init__(self, lm: LoadedModel, config: EngineConfig):
+        """Use Engine.open."""
+        self.lm, self.config = lm, config
+        self.context_length = config.context_length or min(lm.args.context_length, DEFAULT_CONTEXT_CAP)
+        self.scheduler = Scheduler(lm.model, self.context_length, config.max_batch, config.max_queue,
+                                   config.prefill_chunk)
+        self._meter = StepMeter(lm.cache)  # decode steps of every generate() call
+        self._prompt_tokens, self._prefill_seconds = 0, 0.0
+
+    @classmethod
+    def open(cls, path: str | Path, config: EngineConfig = EngineConfig(), reader=None) -> Engine:
+        """reader: a store Reader to use instead of the configured one (tests inject faults)."""
+        lm = load_model(path, progress=config.progress, threads=config.threads, cache=config.cache, reader=reader)
+        try:
+            return cls(lm, config)
+        except BaseException:
+            lm.close()  # the cache's reader threads would outlive a failed open
+            raise
+
+    def close(self) -> None:
+        self.lm.close()
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # ---- what was loaded -------------------------------------------------------------------------------------
+
+    @property
+    def path(self) -> Path:
+        return self.lm.path
+
+    @property
+    def model(self):
+        return self.lm.model
+
+    @property
+    def args(self):
+        """The model's hyper-parameters (ModelArgs)."""
+        return self.lm.args
+
+    @property
+    def cache(self):
+        """The ExpertCache, or None (a dense model, or --mmap)."""
+        return self.lm.cache
+
+    @functools.cached_property
+    def tokenizer(self) -> Tokenizer:
+        return Tokenizer.from_gguf(self.lm.gguf)
+
+    @functools.cached_property
+    def template(self) -> ChatTemplate:
+        return ChatTemplate.from_gguf(self.lm.gguf)
+
+    def encode_chat(self, messages: list[dict]) -> list[int]:
+        """Prompt ids for a conversation, through the model's chat template (message text never becomes control
+        tokens: tokenizer/prompt.py)."""
+        return encode_chat(self.tokenizer, self.template, messages)
+
+    # ---- running it ------------------------------------------------------------------------------------------
+
+    def generate(self, prompt: list[int], params: SamplingParams, max_new_tokens: int,
+                 stop_ids: frozenset[int] = frozenset()) -> Iterator[TokenEvent]:
+        """Stream one request's tokens, stepping the scheduler in this thread; counted in `summary()`."""
+        for i, event in enumerate(generate(self.scheduler, prompt, params, max_new_tokens, stop_ids)):
+            self._meter.lap() if i else self._meter.start()  # per decode step: from one token to the next
+            if event.stats is not None:
+                self._prompt_tokens += event.stats.prompt_tokens
+                self._prefill_seconds += event.stats.prefill_seconds
+            yield event
+
+    def summary(self) -> dict:
+        """The run summary of every generate() so far: speed, cache, I/O, memory (report.py)."""
+        return run_summary(self.lm, self._prompt_tokens, self._prefill_seconds, self._meter)
+
+    def bench(self, n_prompt: int, n_decode: int, seed: int) -> dict:
+        """Prefill a random `n_prompt`-token prompt in one step, then time `n_decode` decode steps sampling at
+        temperature 1 (so routing varies as in real use); the run summary of those, with the seed and the decode
+        time spent outside native kernels."""
+        if n_prompt < 1 or n_decode < 1:
+            raise ConfigError(f"bench needs at least one prompt and one decode token, got {n_prompt} and {n_decode}")
+        prompt = torch.randint(0, self.model.vocab_size, (n_prompt,), generator=torch.Generator().manual_seed(seed))
+        # a scheduler sized for this run: the whole prompt in one step, the context just long enough
+        sched = Scheduler(self.model, n_prompt + n_decode + 1, 1, 1, n_prompt)
+        params = SamplingParams(temperature=1.0, top_k=0, top_p=1.0, min_p=0.0, seed=seed)
+        events = drive(sched, request(prompt.tolist(), params, n_decode + 1))
+        t0 = time.perf_counter()
+        next(events)
+        prefill = time.perf_counter() - t0
+        meter, native0 = StepMeter(self.cache), NativeClock.seconds
+        for _ in events:
+            meter.lap()
+        result = run_summary(self.lm, n_prompt, prefill, meter)
+        result["seed"] = seed
+        # decode time outside the native kernels: torch attention/norms/router, Python, and waiting on reads
+        result["outside_native_us_per_token"] = 1e6 * (meter.steps.total - (NativeClock.seconds - native0)) / n_decode
+        return result
+
+    def record_routing(self, out: IO[str], ahead: int = 0) -> RoutingRecorder:
+        """Write a routing-trace header to `out`, then record every MoE layer's routing of every step there
+        (engine/trace.py); call `new_sequence()` on the recorder before each prompt."""
+        out.write(json.dumps(trace_header(self.lm, ahead)) + "\n")
+        return RoutingRecorder(self.model, out, ahead)
