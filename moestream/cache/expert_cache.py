@@ -110,6 +110,10 @@ class ExpertCache:
                 f"give at least {human_bytes(n_used * self.layout.slot_size)}"
             )
 
+    def expert_types(self, layer: int) -> tuple | None:
+        """(gate, up, down) quant types every expert of `layer` shares (None where they differ); see ExpertStore."""
+        return self.store.expert_types(layer)
+
     # -- the hot path -------------------------------------------------------------------------------------------
 
     def acquire(self, layer: int, experts: list[int]) -> Iterator[Batch]:

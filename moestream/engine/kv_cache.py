@@ -1,6 +1,7 @@
 """Per-sequence KV cache: one growable buffer pair per layer, head-major [KVH, capacity, Dh] so that attention
 reads each head's keys as a contiguous [S, Dh] matrix (a token-major layout made every decode step copy the
-whole cache: 12 ms of 224 per token at 512 tokens on an 8-layer Mixtral-shaped model)."""
+whole cache: 12 ms of 224 per token at 512 tokens on an 8-layer Mixtral-shaped model). Native layer steps write
+into the buffers themselves between `reserve` (growth, in Python) and `commit`."""
 
 from __future__ import annotations
 
@@ -25,14 +26,25 @@ class KVCache:
 
     def append(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         # k, v: [t, KVH, Dh] -> all keys/values so far, head-major [KVH, n + t, Dh]
-        n, t = self.lengths[layer], k.shape[0]
+        t = k.shape[0]
+        k_buf, v_buf, n = self.reserve(layer, t)
+        k_buf[:, n : n + t] = k.transpose(0, 1)
+        v_buf[:, n : n + t] = v.transpose(0, 1)
+        self.commit(layer, t)
+        return k_buf[:, : n + t], v_buf[:, : n + t]
+
+    def reserve(self, layer: int, t: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """Room for t more tokens: the whole buffers [KVH, capacity, Dh] and the tokens stored, n. A native step
+        writes rows n..n+t-1 itself, then calls commit (the growth stays here, in Python)."""
+        n = self.lengths[layer]
         if n + t > self.max_len:
             raise ConfigError(f"context length {self.max_len} exceeded ({n + t} tokens); use a shorter prompt")
         self._reserve(layer, n + t)
-        self.k[layer][:, n : n + t] = k.transpose(0, 1)
-        self.v[layer][:, n : n + t] = v.transpose(0, 1)
-        self.lengths[layer] = n + t
-        return self.k[layer][:, : n + t], self.v[layer][:, : n + t]
+        return self.k[layer], self.v[layer], n
+
+    def commit(self, layer: int, t: int) -> None:
+        """The t rows after the stored ones were written (see reserve)."""
+        self.lengths[layer] += t
 
     def _reserve(self, layer: int, needed: int) -> None:
         cap = self.k[layer].shape[1]

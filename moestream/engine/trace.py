@@ -1,5 +1,6 @@
 """Routing traces: for every forward step and MoE layer, the token positions, the experts each token was routed
-to and their router probabilities. Recorded by tapping each MoE block's router during real generation; replayed
+to and their router probabilities. Recorded through each MoE block's `on_route` tap during real generation (the
+PyTorch path and the native MoE step both call it, so nothing of the model is replaced); replayed
 offline by `moestream simulate` (cache policies, Belady's MIN) and by predictor studies.
 
 A trace file is JSON lines: a header {"trace": 1, "model", "n_layers", "n_experts", "k", "expert_bytes",
@@ -31,25 +32,9 @@ def trace_header(lm, ahead: int = 0) -> dict:
             "k": a.n_experts_used, "expert_bytes": lm.expert_bytes, "slot_bytes": slot, "ahead": ahead}
 
 
-class _Tap:
-    """Stands in for a Router: routes exactly as it does and hands the choice to the recorder."""
-
-    def __init__(self, router, layer: int, recorder: "RoutingRecorder"):
-        self.router, self.layer, self.recorder = router, layer, recorder
-
-    def __getattr__(self, name: str):  # gate_inp, k, ...: the prefetcher's lookahead reads them
-        return getattr(self.router, name)
-
-    def __call__(self, x: torch.Tensor):
-        ids, weights = self.router(x)
-        probs = torch.softmax(self.router.gate_inp(x), dim=-1, dtype=torch.float32).gather(-1, ids)  # [T, k]
-        self.recorder.record(self.layer, ids, probs)
-        return ids, weights
-
-
 class RoutingRecorder:
-    """Taps every MoE block of `model` and writes one record per forward step and layer to `out`; with `ahead`,
-    also the next `ahead` MoE layers' router probabilities on each layer's residual stream.
+    """Taps (`on_route`) every MoE block of `model` and writes one record per forward step and layer to `out`; with
+    `ahead`, also the next `ahead` MoE layers' router probabilities on each layer's residual stream.
 
     A step starts when the first MoE layer routes; its tokens take the next positions of the current sequence
     (prefill chunks, then one token per decode step), so generation code needs no hooks. Call `new_sequence()`
@@ -60,8 +45,8 @@ class RoutingRecorder:
         self.layers = []
         self._x: dict[int, torch.Tensor] = {}  # layer -> its residual stream this step
         for i, block in enumerate(model.blocks):
-            if hasattr(block.ffn, "router"):
-                block.ffn.router = _Tap(block.ffn.router, i, self)
+            if hasattr(block.ffn, "on_route"):
+                block.ffn.on_route = self.record
                 self.layers.append(i)
                 if ahead:
                     block.lookahead = self._keep(i, block.lookahead)

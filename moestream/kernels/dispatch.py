@@ -51,7 +51,10 @@ class Compute:
         return TABLE[(w.qtype, self.device)](x, w, self.threads)
 
     def is_native(self, w: QuantWeight) -> bool:
-        return TABLE[(w.qtype, self.device)] is cpu.matmul
+        return self.is_native_type(w.qtype)
+
+    def is_native_type(self, qtype: Q) -> bool:
+        return TABLE[(qtype, self.device)] is cpu.matmul
 
     def moe_ffn(self, x: torch.Tensor, experts: list[ExpertWeights], offsets: torch.Tensor, rows: torch.Tensor,
                 weights: torch.Tensor) -> torch.Tensor:

@@ -1,11 +1,13 @@
 """Mixture-of-Experts feed-forward: route -> (streamed) experts -> combine, plus an optional gated shared expert.
 
 The block only sees experts through `experts(x, topk_ids, topk_weights)`; where their weights come from (RAM,
-disk, a cache) is decided below that call."""
+disk, a cache) is decided below that call. Observers see each routing through the block's one named tap,
+`on_route(layer, ids, probs)` (the chosen experts and their softmax probabilities, [T, k] each), which the native step
+(layers/moe_step.py) calls the same way; they set it, never replace the router."""
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Callable, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -45,18 +47,25 @@ class Router:
         self.gate_inp, self.k, self.normalize = gate_inp, k, normalize
 
     def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        probs = torch.softmax(self.gate_inp(x), dim=-1, dtype=torch.float32)  # [T, E]
-        weights, ids = torch.topk(probs, self.k, dim=-1)  # [T, k]
-        if self.normalize:
-            weights = weights / weights.sum(dim=-1, keepdim=True)
+        ids, weights, _ = self.route(x)
         return ids, weights
+
+    def route(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """x: [T, D] -> ids, weights, probs ([T, k] each; probs: the softmax probabilities before renormalising)."""
+        probs = torch.softmax(self.gate_inp(x), dim=-1, dtype=torch.float32)  # [T, E]
+        top, ids = torch.topk(probs, self.k, dim=-1)  # [T, k]
+        weights = top / top.sum(dim=-1, keepdim=True) if self.normalize else top
+        return ids, weights, top
 
 
 class MoEBlock:
-    def __init__(self, router: Router, experts: RoutedExperts, shared: SharedExpert | None = None):
-        self.router, self.experts, self.shared = router, experts, shared
+    def __init__(self, router: Router, experts: RoutedExperts, shared: SharedExpert | None = None, layer: int = -1):
+        self.router, self.experts, self.shared, self.layer = router, experts, shared, layer
+        self.on_route: Callable[[int, torch.Tensor, torch.Tensor], None] | None = None  # the tap: (layer, ids, probs)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        ids, weights = self.router(x)
+        ids, weights, probs = self.router.route(x)
+        if self.on_route is not None:
+            self.on_route(self.layer, ids, probs)
         out = self.experts(x, ids, weights)
         return out + self.shared(x) if self.shared is not None else out

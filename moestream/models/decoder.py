@@ -14,9 +14,11 @@ from ..errors import GGUFFormatError
 from ..formats.weight import QuantWeight
 from ..kernels.dispatch import Compute
 from ..layers.attention import Attention, AttentionWeights, Segment
+from ..layers.attention_step import NativeAttentionStep
 from ..layers.experts import ExpertFFNs, ExpertSource
 from ..layers.linear import QuantLinear
 from ..layers.moe import DenseFFN, MoEBlock, Router, SharedExpert
+from ..layers.moe_step import NativeMoEStep, new_workspace
 from ..layers.norm import RMSNorm
 from ..layers.rope import Rope
 from .args import ModelArgs
@@ -68,8 +70,11 @@ class Block:
     """One decoder layer as two residual steps, each replaceable as a whole by a native version (norm, mixing and
     residual add in one call): `attn_step(x, segments)` and `ffn_step(x)`, both [T, D] -> [T, D]."""
 
-    def __init__(self, attn_norm: RMSNorm, attn: Attention, ffn_norm: RMSNorm, ffn: Callable):
+    def __init__(self, attn_norm: RMSNorm, attn: Attention, ffn_norm: RMSNorm, ffn: Callable,
+                 native_attn: NativeAttentionStep | None = None, native_ffn: NativeMoEStep | None = None):
         self.attn_norm, self.attn, self.ffn_norm, self.ffn = attn_norm, attn, ffn_norm, ffn
+        self.native_attn = native_attn  # attn_step in one native call, for steps of short segments
+        self.native_ffn = native_ffn  # ffn_step of a MoE layer in 1 + (expert batches) native calls
         self.lookahead: Callable[[torch.Tensor], None] | None = None  # set by the engine to prefetch layer+1
 
     def __call__(self, x: torch.Tensor, segments: list[Segment]) -> torch.Tensor:
@@ -79,9 +84,13 @@ class Block:
         return self.ffn_step(x)
 
     def attn_step(self, x: torch.Tensor, segments: list[Segment]) -> torch.Tensor:
+        if self.native_attn is not None and self.native_attn.accepts(segments):
+            return self.native_attn(x, segments)
         return x + self.attn(self.attn_norm(x), segments)
 
     def ffn_step(self, x: torch.Tensor) -> torch.Tensor:
+        if self.native_ffn is not None and self.native_ffn.enabled():
+            return self.native_ffn(x)
         return x + self.ffn(self.ffn_norm(x))
 
 
@@ -92,6 +101,7 @@ class DecoderModel:
         w = Weights(tensors, self.compute)
         self.embedding = w["token_embd.weight"]  # [V, D]
         rope = Rope(args.rope_dim, args.rope_base, spec.rope)
+        self._moe_workspace = new_workspace()  # buffers shared by every layer's native MoE step
         self.blocks = [self._block(w, i, rope, experts) for i in range(args.n_layers)]
         self.norm = w.norm("output_norm.weight", args.rms_eps)
         # tied embeddings: files without output.weight reuse token_embd
@@ -115,7 +125,11 @@ class DecoderModel:
         p, a = f"blk.{i}.", self.args
         attn = Attention(i, self._attention_weights(w, p), a.n_heads, a.n_kv_heads, a.head_dim, rope)
         ffn = self._moe(w, p, i, experts) if a.n_experts else self._dense_ffn(w, p)
-        return Block(w.norm(p + "attn_norm.weight", a.rms_eps), attn, w.norm(p + "ffn_norm.weight", a.rms_eps), ffn)
+        attn_norm = w.norm(p + "attn_norm.weight", a.rms_eps)
+        native_attn = NativeAttentionStep.build(attn_norm, attn, self.compute)
+        ffn_norm = w.norm(p + "ffn_norm.weight", a.rms_eps)
+        native_ffn = NativeMoEStep.build(ffn_norm, ffn, self.compute, self._moe_workspace) if a.n_experts else None
+        return Block(attn_norm, attn, ffn_norm, ffn, native_attn, native_ffn)
 
     def _attention_weights(self, w: Weights, p: str) -> AttentionWeights:
         aw = AttentionWeights(
@@ -137,7 +151,7 @@ class DecoderModel:
             ffn = DenseFFN(w.linear(p + "ffn_gate_shexp.weight"), w.linear(p + "ffn_up_shexp.weight"),
                            w.linear(p + "ffn_down_shexp.weight"))
             shared = SharedExpert(ffn, w.row(p + "ffn_gate_inp_shexp.weight"))
-        return MoEBlock(router, ExpertFFNs(i, experts, self.compute), shared)
+        return MoEBlock(router, ExpertFFNs(i, experts, self.compute), shared, layer=i)
 
     def _dense_ffn(self, w: Weights, p: str) -> DenseFFN:
         return DenseFFN(w.linear(p + "ffn_gate.weight"), w.linear(p + "ffn_up.weight"), w.linear(p + "ffn_down.weight"))

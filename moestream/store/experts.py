@@ -53,6 +53,12 @@ class ExpertStore:
         self._check_size()
         yield [(i, self.get(layer, e)) for i, e in enumerate(experts)]
 
+    def expert_types(self, layer: int) -> tuple | None:
+        """(gate, up, down) quant types every expert of `layer` shares, or None where they differ (a per-expert file
+        may mix): what a layer step checks, when the model is built, before it commits to native kernels."""
+        types = {tuple(self._info(layer, part, e).qtype for part in PARTS) for e in self._experts_in_names()}
+        return types.pop() if len(types) == 1 else None
+
     def _check_size(self) -> None:
         size = os.fstat(self._fd).st_size
         if size < self._end:

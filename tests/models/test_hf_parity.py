@@ -14,9 +14,9 @@ import pytest
 import torch
 from gguf import GGMLQuantizationType, quants
 
-from moestream.engine.generate import forward_logits, generate, new_sequence
+from moestream.engine import GREEDY, Engine, EngineConfig
 from moestream.engine.loader import load_model
-from moestream.engine.sampling import GREEDY
+from moestream.engine.sequence import forward_logits, new_sequence
 from tests.fixtures.gguf_edit import copy_gguf, split_experts
 from tests.fixtures.tiny_models import CONFIGS, gguf_path, load_hf_model
 
@@ -33,6 +33,11 @@ def our_logits(path, tokens: list[int]) -> torch.Tensor:
 
         hidden = lm.model.forward(torch.tensor(tokens), [Segment(0, len(tokens), torch.arange(len(tokens)), seq.kv)])
         return lm.model.logits(hidden)
+
+
+def our_greedy(path, tokens: list[int], n: int) -> list[int]:
+    with Engine.open(path, EngineConfig(progress=False)) as engine:
+        return [e.token for e in engine.generate(tokens, GREEDY, n)]
 
 
 def hf_greedy(hf, tokens: list[int], n: int) -> list[int]:
@@ -56,9 +61,7 @@ def test_last_logits_match_transformers(arch):
 @pytest.mark.parametrize("arch", ARCHS)
 def test_greedy_tokens_match_transformers(arch):
     expected = hf_greedy(load_hf_model(arch), PROMPT, 32)
-    lm = load_model(gguf_path(arch), progress=False)
-    ours = [e.token for e in generate(lm.model, PROMPT, GREEDY, 32)]
-    assert ours == expected
+    assert our_greedy(gguf_path(arch), PROMPT, 32) == expected
 
 
 KEPT_F32 = ("mlp.gate.weight", "shared_expert_gate.weight")  # routers: the converter keeps them F32
@@ -82,8 +85,7 @@ def hf_top1_kept_by_q8_0_weights(arch: str, tokens: list[int]) -> float:
 def test_q8_0_teacher_forced_top1_agrees_with_f32(arch):
     # Forced text: the F32 model's own greedy continuation (in-distribution text). On uniformly random token ids a
     # random router sits on near-ties, and Q8_0 noise flips expert choices far more often than on real text.
-    f32 = load_model(gguf_path(arch, "f32"), progress=False)
-    tokens = PROMPT + [e.token for e in generate(f32.model, PROMPT, GREEDY, 116)]
+    tokens = PROMPT + our_greedy(gguf_path(arch, "f32"), PROMPT, 116)
     ref = our_logits(gguf_path(arch, "f32"), tokens).argmax(-1)
     q8 = our_logits(gguf_path(arch, "q8_0"), tokens).argmax(-1)
     agreement = (ref == q8).float().mean().item()

@@ -40,13 +40,20 @@ class NativeClock:
     @classmethod
     def timed(cls, fn, *args):
         t0 = time.perf_counter()
-        fn(*args)
+        result = fn(*args)
         cls.seconds += time.perf_counter() - t0
         cls.calls += 1
+        return result
 
 
 def available() -> bool:
     return _native is not None and not os.environ.get("MOESTREAM_NO_NATIVE")
+
+
+def native_steps_enabled() -> bool:
+    """Whether layers may run their fused native steps (attention, MoE); MOESTREAM_NO_NATIVE_STEP=1 keeps the
+    PyTorch path (with the native matmuls) so that both can be measured in one run. Read on every call."""
+    return available() and not os.environ.get("MOESTREAM_NO_NATIVE_STEP")
 
 
 @functools.cache
@@ -60,8 +67,21 @@ def supports(qtype) -> bool:
 
 
 def default_threads() -> int:
-    """Physical cores where we can tell (one thread per core is what these memory-bound kernels want)."""
-    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+    """Physical cores this process may run on: distinct (package, core) pairs of the CPUs in its affinity mask,
+    from sysfs topology (one thread per core is what these memory-bound kernels want: a hyper-thread sibling
+    shares the core's load ports). Where the topology cannot be read, the logical CPU count."""
+    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
+    try:
+        cores = {_core_of(cpu) for cpu in cpus}
+    except (OSError, ValueError):
+        return max(1, len(cpus))
+    return max(1, len(cores))
+
+
+def _core_of(cpu: int) -> tuple[int, int]:
+    base = f"/sys/devices/system/cpu/cpu{cpu}/topology/"
+    with open(base + "physical_package_id") as pkg, open(base + "core_id") as core:
+        return int(pkg.read()), int(core.read())
 
 
 def _ptr(raw, nbytes: int) -> int:

@@ -38,12 +38,14 @@ static void quant_task(void *ctx, int t) {
     quantize_act_row(q->act, q->x + (size_t)t * q->n_cols, q->out + (size_t)t * q->out_bytes, q->n_cols);
 }
 
-uint8_t *quantize_acts(enum act_kind act, const float *x, int n_tokens, int n_cols, int n_threads) {
-    const size_t row_bytes = act_row_bytes(act, n_cols);
-    uint8_t *buf = malloc(row_bytes * (size_t)n_tokens + 64);
-    if (!buf) return NULL;
-    quant_job q = { act, x, buf, row_bytes, n_cols };
+void quantize_acts_into(enum act_kind act, const float *x, int n_tokens, int n_cols, uint8_t *out, int n_threads) {
+    quant_job q = { act, x, out, act_row_bytes(act, n_cols), n_cols };
     pool_run(quant_task, &q, n_tokens, n_tokens >= 8 ? n_threads : 1);
+}
+
+uint8_t *quantize_acts(enum act_kind act, const float *x, int n_tokens, int n_cols, int n_threads) {
+    uint8_t *buf = malloc(act_row_bytes(act, n_cols) * (size_t)n_tokens + 64);
+    if (buf) quantize_acts_into(act, x, n_tokens, n_cols, buf, n_threads);
     return buf;
 }
 

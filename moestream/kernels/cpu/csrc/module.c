@@ -10,6 +10,14 @@
 #include "moe.h"
 #include "threadpool.h"
 
+PyObject *py_attn_layer(PyObject *self, PyObject *args); /* attention_py.c */
+PyObject *py_attn_step(PyObject *self, PyObject *args);
+PyObject *py_moe_layer(PyObject *self, PyObject *args); /* moe_step_py.c */
+PyObject *py_moe_workspace(PyObject *self, PyObject *noargs);
+PyObject *py_moe_route(PyObject *self, PyObject *args);
+PyObject *py_moe_experts(PyObject *self, PyObject *args);
+PyObject *py_moe_workspace_poison(PyObject *self, PyObject *ws);
+
 static void *ptr(unsigned long long p) { return (void *)(uintptr_t)p; }
 
 static PyObject *err(int rc) {
@@ -83,6 +91,13 @@ static PyObject *py_kernel_table(PyObject *self, PyObject *noargs) {
 static PyMethodDef METHODS[] = {
     {"matmul", py_matmul, METH_VARARGS, "matmul(type, w, n_rows, n_cols, x, n_tokens, y, n_threads)"},
     {"moe_ffn", py_moe_ffn, METH_VARARGS, "fused MoE FFN for one layer; see moe.h"},
+    {"moe_layer", py_moe_layer, METH_VARARGS, "one MoE layer's checked arguments -> capsule; see moe_step.h"},
+    {"moe_workspace", py_moe_workspace, METH_NOARGS, "grow-only buffers of the MoE step -> capsule"},
+    {"moe_route", py_moe_route, METH_VARARGS, "norm, router, top-k, grouping of one MoE layer; see moe_step.h"},
+    {"moe_experts", py_moe_experts, METH_VARARGS, "one batch of ready experts of the routed layer; see moe_step.h"},
+    {"moe_workspace_poison", py_moe_workspace_poison, METH_O, "NaN into the MoE workspace's buffers (test only)"},
+    {"attn_layer", py_attn_layer, METH_VARARGS, "one layer's checked attention arguments -> capsule; see attention.h"},
+    {"attn_step", py_attn_step, METH_VARARGS, "native attention step for one layer; see attention.h"},
     {"pool_stress", py_pool_stress, METH_VARARGS,
      "pool_stress(n_jobs, max_tasks, n_threads, seed=1) -> lost + repeated + out-of-range tasks (test only)"},
     {"kernel_table", py_kernel_table, METH_NOARGS, "{ggml type id: (tier, activation kind)}"},

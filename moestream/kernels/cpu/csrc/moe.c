@@ -1,6 +1,8 @@
 /* Fused MoE FFN for one layer: for each selected expert, over the tokens routed to it,
  *   y = down(silu(gate(x)) * up(x)),  out[token] += weight * y
- * x is quantized once for gate/up; gate and up rows run in one pool pass, down in a second. */
+ * x is quantized once for gate/up; gate and up rows run in one pool pass, down in a second.
+ * This entry point (the PyTorch path's) allocates its scratch per call; the MoE step (moe_step.c) runs the same
+ * expert_rows on a workspace allocated once. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,13 +29,13 @@ static void pair_task(void *ctx, int task) {
              j->y[m], j->n_rows);
 }
 
-static void gate_up(const moe_args *a, int e, const uint8_t *act, int n_tok, float *g, float *u) {
-    const qtype_kernels *kg = kernels_for(a->gate_type), *ku = kernels_for(a->up_type);
-    const int tasks = (a->d_ff + ROWS_PER_TASK - 1) / ROWS_PER_TASK;
-    pair_job j = { { kg, ku }, { a->gate[e], a->up[e] }, { g, u },
-                   { (size_t)(a->d_model / kg->block) * kg->type_size, (size_t)(a->d_model / ku->block) * ku->type_size },
-                   act, act_row_bytes(kg->act, a->d_model), a->d_ff, a->d_model, n_tok, tasks };
-    pool_run(pair_task, &j, 2 * tasks, a->n_threads);
+static void gate_up(const expert_mats *m, const uint8_t *act, int n_tok, float *g, float *u, int n_threads) {
+    const int tasks = (m->d_ff + ROWS_PER_TASK - 1) / ROWS_PER_TASK;
+    pair_job j = { { m->kg, m->ku }, { m->gate, m->up }, { g, u },
+                   { (size_t)(m->d_model / m->kg->block) * m->kg->type_size,
+                     (size_t)(m->d_model / m->ku->block) * m->ku->type_size },
+                   act, act_row_bytes(m->kg->act, m->d_model), m->d_ff, m->d_model, n_tok, tasks };
+    pool_run(pair_task, &j, 2 * tasks, n_threads);
 }
 
 static void swiglu(float *g, const float *u, size_t n) {
@@ -58,6 +60,21 @@ static int check_args(const moe_args *a, const qtype_kernels *kg, const qtype_ke
     return 0;
 }
 
+void expert_rows(const expert_mats *m, const uint8_t *act_all, const int32_t *rows, int n, const expert_scratch *s,
+                 int n_threads) {
+    const size_t in_bytes = act_row_bytes(m->kg->act, m->d_model), mid_bytes = act_row_bytes(m->kd->act, m->d_ff);
+    const uint8_t *act = act_all;
+    if (rows) {
+        gather_rows(s->act, act_all, in_bytes, rows, n);
+        act = s->act;
+    }
+    gate_up(m, act, n, s->g, s->u, n_threads);
+    swiglu(s->g, s->u, (size_t)n * m->d_ff);
+    for (int t = 0; t < n; t++)
+        quantize_act_row(m->kd->act, s->g + (size_t)t * m->d_ff, s->act_mid + (size_t)t * mid_bytes, m->d_ff);
+    matmul_prequantized(m->kd, m->down, m->d_model, m->d_ff, s->act_mid, n, s->y, m->d_model, n_threads);
+}
+
 int moe_ffn(const moe_args *a) {
     const qtype_kernels *kg = kernels_for(a->gate_type), *ku = kernels_for(a->up_type), *kd = kernels_for(a->down_type);
     if (!kg || !ku || !kd) return -1;
@@ -66,26 +83,22 @@ int moe_ffn(const moe_args *a) {
     if (bad || a->n_tokens == 0 || a->n_experts == 0) return bad;  /* nothing routed: out stays as it is */
     const size_t in_bytes = act_row_bytes(kg->act, a->d_model), mid_bytes = act_row_bytes(kd->act, a->d_ff);
     uint8_t *act_all = quantize_acts(kg->act, a->x, a->n_tokens, a->d_model, a->n_threads);
-    uint8_t *act = malloc(in_bytes * a->n_tokens + 64), *act_mid = malloc(mid_bytes * a->n_tokens + 64);
-    float *g = malloc(sizeof(float) * a->d_ff * a->n_tokens), *u = malloc(sizeof(float) * a->d_ff * a->n_tokens);
-    float *y = malloc(sizeof(float) * a->d_model * a->n_tokens);
-    int rc = (act_all && act && act_mid && g && u && y) ? 0 : -2;
+    expert_scratch s = { malloc(in_bytes * a->n_tokens + 64), malloc(mid_bytes * a->n_tokens + 64),
+                         malloc(sizeof(float) * a->d_ff * a->n_tokens), malloc(sizeof(float) * a->d_ff * a->n_tokens),
+                         malloc(sizeof(float) * a->d_model * a->n_tokens) };
+    int rc = (act_all && s.act && s.act_mid && s.g && s.u && s.y) ? 0 : -2;
     for (int e = 0; rc == 0 && e < a->n_experts; e++) {
         const int32_t *rows = a->tokens + a->offsets[e];
         const int n_tok = a->offsets[e + 1] - a->offsets[e];
         if (n_tok == 0) continue;
-        gather_rows(act, act_all, in_bytes, rows, n_tok);
-        gate_up(a, e, act, n_tok, g, u);
-        swiglu(g, u, (size_t)n_tok * a->d_ff);
-        for (int t = 0; t < n_tok; t++)
-            quantize_act_row(kd->act, g + (size_t)t * a->d_ff, act_mid + (size_t)t * mid_bytes, a->d_ff);
-        matmul_prequantized(kd, a->down[e], a->d_model, a->d_ff, act_mid, n_tok, y, a->d_model, a->n_threads);
+        const expert_mats m = { kg, ku, kd, a->gate[e], a->up[e], a->down[e], a->d_model, a->d_ff };
+        expert_rows(&m, act_all, rows, n_tok, &s, a->n_threads);
         for (int t = 0; t < n_tok; t++) {
             float *o = a->out + (size_t)rows[t] * a->d_model;
-            const float wt = a->weights[a->offsets[e] + t], *yt = y + (size_t)t * a->d_model;
+            const float wt = a->weights[a->offsets[e] + t], *yt = s.y + (size_t)t * a->d_model;
             for (int i = 0; i < a->d_model; i++) o[i] += wt * yt[i];
         }
     }
-    free(act_all); free(act); free(act_mid); free(g); free(u); free(y);
+    free(act_all); free(s.act); free(s.act_mid); free(s.g); free(s.u); free(s.y);
     return rc;
 }

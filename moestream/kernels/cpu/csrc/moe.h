@@ -2,6 +2,8 @@
 #define MOESTREAM_MOE_H
 #include <stdint.h>
 
+#include "kernels.h"
+
 typedef struct {
     const float *x;              /* [n_tokens, d_model] */
     int n_tokens, d_model, d_ff;
@@ -18,4 +20,19 @@ typedef struct {
 /* 0 ok, -1 unsupported type, -2 out of memory, -3 gate/up activation formats differ,
  * -4 invalid sizes, offsets or token rows (see check_args in moe.c) */
 int moe_ffn(const moe_args *a);
+
+/* The expert FFN both moe_ffn and the MoE step (moe_step.c) run, so that the two compute it bit for bit alike. */
+typedef struct {
+    const qtype_kernels *kg, *ku, *kd;  /* gate and up must take the same activation format */
+    const uint8_t *gate, *up, *down;    /* [d_ff, d_model], [d_ff, d_model], [d_model, d_ff] */
+    int d_model, d_ff;
+} expert_mats;
+
+/* Scratch for n token rows: act n x act_row_bytes(kg->act, d_model), act_mid n x act_row_bytes(kd->act, d_ff),
+ * g and u [n, d_ff], y [n, d_model] (the result). */
+typedef struct { uint8_t *act, *act_mid; float *g, *u, *y; } expert_scratch;
+
+/* s->y[i] = down(silu(gate(x)) * up(x)) for x = row rows[i] of act_all (rows NULL: row i, read in place), i < n */
+void expert_rows(const expert_mats *m, const uint8_t *act_all, const int32_t *rows, int n, const expert_scratch *s,
+                 int n_threads);
 #endif
