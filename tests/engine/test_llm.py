@@ -146,3 +146,26 @@ def test_default_threads_counts_the_cores_this_process_may_use():
     one = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert one.stdout.strip() == "1", one.stderr
     assert 1 <= default_threads() <= len(os.sched_getaffinity(0))
+
+
+def test_engines_on_three_threads_at_once_give_their_solo_tokens():
+    # The native steps share process-wide state (the kernel thread pool, the attention workspace behind a lock);
+    # a second caller thread must neither corrupt nor change anyone's result.
+    import threading
+
+    from moestream.assets import default_model_path
+
+    def run(out: dict, i: int) -> None:
+        with Engine.open(default_model_path(), EngineConfig(progress=False)) as engine:
+            ids = engine.tokenizer.encode("It was a fine morning, and")
+            out[i] = [ev.token for ev in engine.generate(ids, SamplingParams(temperature=0.0), 40)]
+
+    solo: dict = {}
+    run(solo, 0)
+    together: dict = {}
+    threads = [threading.Thread(target=run, args=(together, i)) for i in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert together == {0: solo[0], 1: solo[0], 2: solo[0]}
