@@ -38,6 +38,7 @@ class CacheConfig:
     prefetch_depth: int = 1  # MoE layers ahead to predict
     prefetch_threshold: float | None = None  # least predicted chance (0..1) worth a read; None: the predictor's
     verify: bool = False  # check every re-read of an expert against its first read (cache/verify.py)
+    repack: str = "auto"  # rewrite weights into the native kernels' packed layout: "auto", "on" or "off"
 
     def __post_init__(self):
         if self.ram_budget is not None and self.ram_budget <= 0:
@@ -54,6 +55,8 @@ class CacheConfig:
             raise ConfigError("--prefetch-depth must be between 1 and 8")
         if self.prefetch_threshold is not None and not 0.0 <= self.prefetch_threshold <= 1.0:
             raise ConfigError("--prefetch-threshold must be between 0 and 1")
+        if self.repack not in ("auto", "on", "off"):
+            raise ConfigError(f"unknown --repack {self.repack!r}; choose auto, on or off")
         if self.verify and self.mmap:
             raise ConfigError("--verify-experts checks the cache's reads from the file, and --mmap makes none; "
                               "drop one of the two")

@@ -13,6 +13,13 @@ With `verify=True` (--verify-experts, cache/verify.py) every completed read is c
 first read this run; a mismatch fails that read like a disk error (slot freed, ExpertChangedError raised to the
 acquire that needs it; a prefetch that fails so is dropped and the demand read that follows fails the same way).
 
+Packing (`set_packer`, from the engine: the cache itself knows no kernels): an expert's bytes may be rewritten in
+place into the layout the native kernels run fastest (formats/packed.py), once its read is complete and checked.
+A rewrite costs about one pass over the bytes, which ~3 uses of the packed layout earn back, so "read" packs every
+expert as it lands (for a cache that holds the whole model, where each is read once and used many times) and "hot"
+packs an expert once it has been found in the cache REPACK_AFTER times (a streaming cache: most experts are read,
+used once or twice and evicted; the hot ones stay and get packed).
+
 `on_acquire(layer, experts)`, when set, is called once an acquire has issued its demand reads: the prefetcher
 predicts from there, so its reads queue behind the demand ones.
 
@@ -44,6 +51,8 @@ Batch = list[tuple[int, ExpertWeights]]  # (index into the requested list, weigh
 DEFAULT_CHUNK = 4 << 20  # bytes per read request; several per expert keep the device queue deep
 PREFETCH_CHUNK = 1 << 20  # smaller for prefetches: a demand read waits for at most a few of them to clear
 READ_TIMEOUT = 120.0  # seconds without any completed read before a step fails instead of hanging
+REPACK_AFTER = 2  # "hot" packing: times an expert is found in the cache before its bytes are packed
+PACK_MODES = ("off", "read", "hot")
 
 
 @dataclass
@@ -54,6 +63,8 @@ class Entry:
     pinned: bool = False
     prefetched: bool = False  # read ahead of need and not used yet
     job: ReadJob | None = None  # its background read, while in flight
+    found: int = 0  # times an acquire found it in the cache
+    packed: bool = False  # its bytes were rewritten by the packer
 
 
 @dataclass
@@ -74,6 +85,8 @@ class CacheStats:
     prefetch_wasted: int = 0  # evicted unused
     prefetch_cancelled: int = 0  # dropped before its read started
     predicted: Counter = field(default_factory=Counter)  # (layer, "tp" | "fp" | "fn") -> experts: predictor quality
+    packed_experts: int = 0
+    pack_seconds: float = 0.0
 
     @property
     def hit_rate(self) -> float:
@@ -100,7 +113,27 @@ class ExpertCache:
         self._current = 0  # the layer being served
         self.on_acquire = None  # Callable[[layer, experts], None]: the prefetcher
         self.prefetcher = ""  # what predicts, for the run summary ("" when prefetch is off)
+        self.pack_mode, self._packer = "off", None
         self._check_budget(budget, n_used)
+
+    def set_packer(self, packer, mode: str) -> None:
+        """packer(ExpertWeights) -> ExpertWeights rewrites an expert's bytes in place; mode "read", "hot" or "off"."""
+        if mode not in PACK_MODES:
+            raise ConfigError(f"unknown packing mode {mode!r}; choose one of {', '.join(PACK_MODES)}")
+        self.pack_mode, self._packer = mode, packer if mode != "off" else None
+
+    def _pack(self, entry: Entry) -> None:
+        t0 = time.perf_counter()
+        entry.weights = self._packer(entry.weights)
+        entry.packed = True
+        self.stats.packed_experts += 1
+        self.stats.pack_seconds += time.perf_counter() - t0
+
+    def _maybe_pack(self, entry: Entry, landed: bool) -> None:
+        if self._packer is None or entry.packed or entry.weights is None:
+            return
+        if self.pack_mode == "read" or (not landed and entry.found >= REPACK_AFTER):
+            self._pack(entry)
 
     def _check_budget(self, budget: int, n_used: int) -> None:
         if self.pool.n_slots < n_used:
@@ -159,8 +192,10 @@ class ExpertCache:
                 misses.append(i)
                 continue
             entry.refs += 1
+            entry.found += 1
             self._used(key, entry, late=entry.weights is None)
             if entry.weights is not None:
+                self._maybe_pack(entry, landed=False)
                 hits.append(i)
             else:
                 claimed[key] = i
@@ -250,6 +285,8 @@ class ExpertCache:
             return False
         self.stats.bytes_read += job.nbytes
         entry.weights = self.layout.weights(*job.key, entry.slot.tensor)
+        entry.packed = False
+        self._maybe_pack(entry, landed=True)
         return True
 
     def _settle(self, inflight: dict[Key, int], done: queue.SimpleQueue) -> None:

@@ -111,6 +111,11 @@ def add_cache_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--verify-experts", action="store_true",
                    help="hash each expert's bytes on its first read and check every later read against it: an error "
                         "instead of wrong output if the model file changes on disk while running (default off)")
+    g.add_argument("--repack", choices=("auto", "on", "off"), default=CACHE.repack,
+                   help="rewrite Q4_0/Q8_0 weights in RAM into the 8-row layout the native kernels run ~2x faster: "
+                        "on = resident weights and every expert as it is read; auto = resident weights, experts as "
+                        "read when the budget holds them all, else once an expert is hot; off = GGUF layout "
+                        "(default %(default)s)")
     g.add_argument("--pin", metavar="FILE", help="JSON list of [layer, expert] pairs to keep in RAM")
     g.add_argument("--pin-hot", type=int, default=0, metavar="N",
                    help="keep the N most used experts of --profile in RAM")
@@ -125,7 +130,7 @@ def cache_config(args: argparse.Namespace) -> CacheConfig:
         direct=not args.no_direct, mmap=args.mmap,
         pin=tuple(_pins(args)), policy=args.cache_policy, prefetch=args.prefetch,
         predictor=args.predictor, prefetch_depth=args.prefetch_depth, prefetch_threshold=args.prefetch_threshold,
-        verify=args.verify_experts,
+        verify=args.verify_experts, repack=args.repack,
     )
 
 

@@ -119,7 +119,9 @@ def load_model(path: str | Path, progress: bool = True, threads: int | None = No
         else:
             source = expert_cache = open_cache(path, info.experts, info.args.n_experts_used, cache, reader)
     try:
-        model = _build(info, resident, source, threads)
+        model = _build(info, resident, source, threads, cache.repack != "off")
+        if expert_cache is not None:
+            _install_packer(model, expert_cache, cache.repack)
         if expert_cache is not None and cache.prefetch:
             _install_prefetch(model, expert_cache, cache)
     except BaseException:
@@ -131,13 +133,23 @@ def load_model(path: str | Path, progress: bool = True, threads: int | None = No
                        expert_cache, rss_bytes())
 
 
-def _build(info: ModelInfo, resident: dict[str, QuantWeight], source, threads: int | None) -> DecoderModel:
-    compute = Compute(threads=threads) if threads is not None else Compute()
+def _build(info: ModelInfo, resident: dict[str, QuantWeight], source, threads: int | None,
+           repack: bool = True) -> DecoderModel:
+    compute = Compute(threads=threads, repack=repack) if threads is not None else Compute(repack=repack)
     if cpu.available():
         # Our kernels own the cores; torch's OpenMP threads would spin-wait beside them (measured: decode
         # 4.6 -> 6.1 tok/s on an 8-layer Mixtral-shaped Q4_0 file, 2 cores). Torch keeps one thread.
         torch.set_num_threads(1)
     return DecoderModel(info.args, info.spec, resident, source, compute)
+
+
+def _install_packer(model: DecoderModel, expert_cache, repack: str) -> None:
+    """--repack: "on" packs every expert as it is read; "auto" does so when the cache holds the whole model, else
+    packs the hot ones (cache/expert_cache.py says why)."""
+    store = expert_cache.store
+    holds_all = expert_cache.pool.n_slots >= store.n_layers * store.n_experts
+    mode = {"on": "read", "off": "off"}.get(repack, "read" if holds_all else "hot")
+    expert_cache.set_packer(model.compute.pack_expert, mode)
 
 
 def _install_prefetch(model: DecoderModel, expert_cache, cache: CacheConfig) -> None:

@@ -42,6 +42,7 @@ class Compute:
 
     threads: int = cpu.default_threads()
     device: str = "cpu"
+    repack: bool = False  # rewrite packable weights into the native kernels' 8-row layout (formats/packed.py)
 
     def __post_init__(self) -> None:
         if self.threads < 1:
@@ -49,6 +50,14 @@ class Compute:
 
     def matmul(self, x: torch.Tensor, w: QuantWeight) -> torch.Tensor:
         return TABLE[(w.qtype, self.device)](x, w, self.threads)
+
+    def prepare(self, w: QuantWeight) -> QuantWeight:
+        """The weight as this Compute runs it best: a packed copy where repack is on and the type packs."""
+        return cpu.pack(w, self.threads) if self.repack and self.device == "cpu" and cpu.can_pack(w) else w
+
+    def pack_expert(self, e: ExpertWeights) -> ExpertWeights:
+        """An expert's matrices packed in place where they pack (the cache's packer: nothing else reads them)."""
+        return ExpertWeights(*(cpu.pack(m, self.threads, in_place=True) if cpu.can_pack(m) else m for m in e))
 
     def is_native(self, w: QuantWeight) -> bool:
         return self.is_native_type(w.qtype)

@@ -34,11 +34,23 @@ class ExpertFFNs:
         out = torch.empty(T * k, D, dtype=torch.float32)  # one row per (token, slot); every row gets written
         w_flat = topk_weights.flatten().to(torch.float32)
         for batch in self.source.acquire(self.layer, experts):
-            dest, sub_offsets = _batch_pairs([i for i, _ in batch], offsets, pairs)
-            y = self.compute.moe_ffn(x[dest // k], [w for _, w in batch], sub_offsets,
-                                     torch.arange(len(dest), dtype=torch.int32), w_flat[dest])
-            out[dest] = y
+            for part in by_layout(batch):
+                dest, sub_offsets = _batch_pairs([i for i, _ in part], offsets, pairs)
+                y = self.compute.moe_ffn(x[dest // k], [w for _, w in part], sub_offsets,
+                                         torch.arange(len(dest), dtype=torch.int32), w_flat[dest])
+                out[dest] = y
         return out.view(T, k, D).sum(1)
+
+
+def by_layout(batch: list[tuple[int, ExpertWeights]]) -> list[list[tuple[int, ExpertWeights]]]:
+    """The batch split by byte layout (a cache packs hot experts, so one batch may hold both), first-seen order:
+    one kernel call takes one layout."""
+    if all(not m.packed for _, e in batch for m in e) or all(m.packed for _, e in batch for m in e):
+        return [batch]
+    parts: dict[tuple[bool, ...], list] = {}
+    for item in batch:
+        parts.setdefault(tuple(m.packed for m in item[1]), []).append(item)
+    return list(parts.values())
 
 
 def group_by_expert(topk_ids: torch.Tensor):

@@ -23,7 +23,7 @@ from ..formats.weight import ExpertWeights
 from ..kernels import cpu
 from ..kernels.cpu import moe_step as native
 from ..kernels.dispatch import Compute
-from .experts import ExpertFFNs
+from .experts import ExpertFFNs, by_layout
 from .moe import MoEBlock, Router, SharedExpert
 from .norm import RMSNorm
 
@@ -76,8 +76,8 @@ class NativeMoEStep:
         out = torch.empty_like(x) if out is None else out
         done = False
         for batch in self.source.acquire(self.layer, experts):
-            if batch:
-                done = native.experts(self.kernel, self.ws, x, out, batch, self.threads)
+            for part in by_layout(batch) if batch else ():
+                done = native.experts(self.kernel, self.ws, x, out, part, self.threads)
         if not done:
             raise KernelInputError(f"layer {self.layer}: the expert source did not hand over every routed expert "
                                    f"({len(experts)} asked)")

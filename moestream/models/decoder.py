@@ -40,9 +40,17 @@ class Weights:
     def __init__(self, tensors: Mapping[str, QuantWeight], compute: Compute):
         self.tensors, self.compute = tensors, compute
 
-    def linear(self, name: str, bias: str | None = None) -> QuantLinear:
+    def linear(self, name: str, bias: str | None = None, prepare: bool = True) -> QuantLinear:
+        """A projection; its weight prepared for Compute (packed) unless `prepare` is False (a weight that is also
+        read another way, as tied embeddings are). The prepared weight replaces the original in a mapping that
+        allows it, so the GGUF-order copy is freed as soon as it is packed rather than at the end of the load."""
         b = self.vector(bias) if bias and bias in self.tensors else None
-        return QuantLinear(self[name], b, self.compute)
+        w = self[name]
+        if prepare:
+            w = self.compute.prepare(w)
+            if w is not self.tensors[name] and isinstance(self.tensors, dict):
+                self.tensors[name] = w
+        return QuantLinear(w, b, self.compute)
 
     def row(self, name: str) -> QuantLinear:
         """A [1, D] projection; llama-quantize stores some (ffn_gate_inp_shexp) as 1-D [D], the converter as 2-D."""
@@ -105,7 +113,8 @@ class DecoderModel:
         self.blocks = [self._block(w, i, rope, experts) for i in range(args.n_layers)]
         self.norm = w.norm("output_norm.weight", args.rms_eps)
         # tied embeddings: files without output.weight reuse token_embd
-        self.lm_head = w.linear("output.weight" if "output.weight" in w else "token_embd.weight")
+        tied = "output.weight" not in w
+        self.lm_head = w.linear("token_embd.weight" if tied else "output.weight", prepare=not tied)
 
     @property
     def vocab_size(self) -> int:

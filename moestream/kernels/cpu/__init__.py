@@ -20,6 +20,8 @@ import torch
 from gguf import GGML_QUANT_SIZES
 
 from ...errors import KernelInputError
+from ...formats import packed as packed_layout
+from ...memory import byte_tensor
 from ...formats.weight import ExpertWeights, QuantWeight
 
 try:
@@ -28,6 +30,7 @@ except ImportError:  # not built (e.g. a source checkout without a compiler)
     _native = None
 
 INT_MAX = 2**31 - 1  # the C side takes sizes as int
+PACKED_BASE = 64  # C's id of a packed layout: this + the GGUF type (csrc/kernels.h, GT_PACKED)
 PARTS = ("gate", "up", "down")
 
 
@@ -64,6 +67,29 @@ def kernel_table() -> dict[int, tuple[str, int]]:
 
 def supports(qtype) -> bool:
     return available() and int(qtype) in kernel_table()
+
+
+def native_type(w: QuantWeight) -> int:
+    """The id C knows `w`'s bytes by: its GGUF type, or that type's packed layout."""
+    return int(w.qtype) + (PACKED_BASE if w.packed else 0)
+
+
+def can_pack(w: QuantWeight) -> bool:
+    """A weight in RAM (a torch tensor; a memory map stays as the file has it) whose type and rows pack."""
+    return (available() and not w.packed and isinstance(w.raw, torch.Tensor) and packed_layout.packable(w.qtype, w.shape)
+            and int(w.qtype) + PACKED_BASE in kernel_table())
+
+
+def pack(w: QuantWeight, n_threads: int, in_place: bool = False) -> QuantWeight:
+    """`w` in the packed layout (formats/packed.py): a new tensor, or w's own bytes rewritten when in_place (then
+    nothing may still read them as GGUF blocks)."""
+    if not can_pack(w):
+        raise KernelInputError(f"{w.qtype.name} {list(w.shape)} cannot be packed (packed: {w.packed})")
+    rows, cols, nbytes = weight_size(w, f"{w.qtype.name} weight {list(w.shape)}")
+    src = _ptr(w.raw, nbytes) or data_ptr(w.raw, nbytes, f"{w.qtype.name} weight {list(w.shape)}")
+    dst = w.raw if in_place else byte_tensor(nbytes).view(w.raw.shape)
+    NativeClock.timed(_native.pack_rows8, int(w.qtype), src, dst.data_ptr(), rows, cols, n_threads)
+    return QuantWeight(dst, w.qtype, w.shape, packed=True)
 
 
 def default_threads() -> int:
@@ -113,14 +139,16 @@ def data_ptr(raw: torch.Tensor | np.ndarray, nbytes: int | None = None, what: st
 
 def weight_size(w: QuantWeight, what: str) -> tuple[int, int, int]:
     """(rows, cols, bytes) of a 2-D weight the native kernels implement, checked; raises KernelInputError."""
-    if int(w.qtype) not in kernel_table():
-        raise KernelInputError(f"{what}: no native kernel for {w.qtype.name}")
+    if native_type(w) not in kernel_table():
+        raise KernelInputError(f"{what}: no native kernel for {w.qtype.name}{' (packed)' if w.packed else ''}")
     if len(w.shape) != 2 or not 0 < w.shape[0] <= INT_MAX or not 0 < w.shape[1] <= INT_MAX:
         raise KernelInputError(f"{what}: shape {w.shape} must be [rows, cols], each between 1 and {INT_MAX}")
     rows, cols = w.shape
     block, type_size = GGML_QUANT_SIZES[w.qtype]
     if cols % block:
         raise KernelInputError(f"{what}: {cols} columns is not a multiple of {w.qtype.name}'s block of {block}")
+    if w.packed and rows % packed_layout.ROWS:
+        raise KernelInputError(f"{what}: a packed weight needs rows in multiples of {packed_layout.ROWS}")
     return rows, cols, rows * (cols // block) * type_size
 
 
@@ -148,7 +176,7 @@ def matmul(x: torch.Tensor, w: QuantWeight, n_threads: int, out: torch.Tensor | 
     x = _activations(x, n_cols, "matmul")
     y = torch.empty(x.shape[0], n_rows, dtype=torch.float32) if out is None else out
     _check_out(y, (x.shape[0], n_rows))
-    NativeClock.timed(_native.matmul, int(w.qtype), ptr, n_rows, n_cols, x.data_ptr(), x.shape[0], y.data_ptr(),
+    NativeClock.timed(_native.matmul, native_type(w), ptr, n_rows, n_cols, x.data_ptr(), x.shape[0], y.data_ptr(),
                       n_threads)
     return y
 
@@ -171,14 +199,14 @@ def _expert_pointers(experts: list[ExpertWeights]) -> tuple[int, int, torch.Tens
     for j, (ref, size) in enumerate(zip(first, sizes)):
         for i, e in enumerate(experts):
             m = e[j]
-            same = m.qtype == ref.qtype and m.shape == ref.shape
+            same = m.qtype == ref.qtype and m.shape == ref.shape and m.packed == ref.packed
             ptrs.append(same and _ptr(m.raw, size) or _bad_expert(experts, i, j, size))
     return d_ff, d_model, torch.tensor(ptrs, dtype=torch.int64)
 
 
 def _bad_expert(experts: list[ExpertWeights], i: int, j: int, size: int) -> int:
     e, first = experts[i], experts[0]
-    if tuple((m.qtype, m.shape) for m in e) != tuple((m.qtype, m.shape) for m in first):
+    if tuple((m.qtype, m.shape, m.packed) for m in e) != tuple((m.qtype, m.shape, m.packed) for m in first):
         raise KernelInputError(f"expert {i} is {_describe(e)}, expert 0 {_describe(first)}: one moe_ffn call takes "
                                f"one set of types and shapes")
     return data_ptr(e[j].raw, size, f"expert {i} {PARTS[j]} ({e[j].qtype.name} {list(e[j].shape)})")  # raises
@@ -233,7 +261,7 @@ def moe_ffn(x: torch.Tensor, experts: list[ExpertWeights], offsets: torch.Tensor
     x = _activations(x, d_model, "moe_ffn")
     offsets, rows, weights = _routing(offsets, rows, weights, len(experts))
     out = torch.zeros_like(x)
-    g, u, d = (int(m.qtype) for m in experts[0])
+    g, u, d = (native_type(m) for m in experts[0])
     n, base = len(experts), ptrs.data_ptr()  # gate, up and down pointer arrays lie one after another in `ptrs`
     try:
         NativeClock.timed(_native.moe_ffn, x.data_ptr(), x.shape[0], d_model, d_ff, g, u, d, n, base, base + 8 * n,

@@ -17,7 +17,8 @@ import torch
 
 from ...errors import KernelInputError
 from ...formats.weight import QuantWeight
-from . import INT_MAX, NativeClock, _activations, _check_out, _native, _ptr, data_ptr, kernel_table, weight_size
+from . import (INT_MAX, NativeClock, _activations, _check_out, _native, _ptr, data_ptr, kernel_table, native_type,
+               weight_size)
 
 MAX_SEGMENT_TOKENS = 16  # ATTN_MAX_SEGMENT_TOKENS in attention.h
 QK_NORMS = {None: 0, "head": 1, "full": 2}
@@ -50,7 +51,7 @@ class AttnSpec:
 def supports(spec: AttnSpec) -> bool:
     """Every projection has a native kernel (else the layer keeps the PyTorch path)."""
     table = kernel_table()
-    return _native is not None and all(int(w.qtype) in table for w in (spec.q, spec.k, spec.v, spec.o))
+    return _native is not None and all(native_type(w) in table for w in (spec.q, spec.k, spec.v, spec.o))
 
 
 class AttnLayer:
@@ -100,7 +101,7 @@ class AttnLayer:
         if (rows, cols) != shape:
             raise KernelInputError(f"{what}: expected [{shape[0]}, {shape[1]}] for these head counts and width")
         ptr = _ptr(w.raw, nbytes) or data_ptr(w.raw, nbytes, what)
-        return int(w.qtype), ptr, rows, cols, self._vector(bias, rows, f"attn_{name} bias", optional=True)
+        return native_type(w), ptr, rows, cols, self._vector(bias, rows, f"attn_{name} bias", optional=True)
 
     def segment(self, k: torch.Tensor, v: torch.Tensor, n_cached: int, start: int, length: int,
                 positions: torch.Tensor) -> tuple:

@@ -17,7 +17,8 @@ import torch
 
 from ...errors import KernelInputError
 from ...formats.weight import ExpertWeights, QuantWeight
-from . import INT_MAX, PARTS, NativeClock, _activations, _check_out, _native, _ptr, data_ptr, kernel_table, weight_size
+from . import (INT_MAX, PARTS, NativeClock, _activations, _check_out, _native, _ptr, data_ptr, kernel_table, native_type,
+               weight_size)
 
 F32 = torch.float32
 
@@ -39,7 +40,7 @@ def supports(spec: MoESpec) -> bool:
     """Router and shared expert have native kernels, gate and up one activation format (else the PyTorch path)."""
     table = kernel_table()
     weights = [spec.router] + ([spec.shared_gate_inp, *spec.shared] if spec.shared is not None else [])
-    if _native is None or any(int(w.qtype) not in table for w in weights):
+    if _native is None or any(native_type(w) not in table for w in weights):
         return False
     return spec.shared is None or table[int(spec.shared.gate.qtype)][1] == table[int(spec.shared.up.qtype)][1]
 
@@ -86,7 +87,7 @@ class MoELayer:
         rows, cols, nbytes = weight_size(w, what)
         if (rows, cols) != shape:
             raise KernelInputError(f"{what}: expected [{shape[0]}, {shape[1]}]")
-        return int(w.qtype), _ptr(w.raw, nbytes) or data_ptr(w.raw, nbytes, what)
+        return native_type(w), _ptr(w.raw, nbytes) or data_ptr(w.raw, nbytes, what)
 
     def _shared(self, spec: MoESpec) -> tuple:
         """(d_ff, then type and address of gate_inp, gate, up, down); all 0 without a shared expert."""
@@ -102,12 +103,12 @@ class MoELayer:
         """((gate, up, down types, d_ff), [index, gate, up, down addresses] per expert), every expert checked
         against the first: one call takes one set of types and shapes."""
         first = batch[0][1]
-        key = (first.gate.qtype, first.gate.shape, first.up.qtype, first.up.shape, first.down.qtype, first.down.shape)
+        key = tuple((m.qtype, m.shape, m.packed) for m in first)
         types, sizes = self._sizes.get(key) or self._sizes_for(first, key)
         items: list[int] = []
         for i, e in batch:
             g, u, d = e
-            if (g.qtype, g.shape, u.qtype, u.shape, d.qtype, d.shape) != key:
+            if ((g.qtype, g.shape, g.packed), (u.qtype, u.shape, u.packed), (d.qtype, d.shape, d.packed)) != key:
                 raise KernelInputError(f"expert {i} is {_describe(e)}, the batch's first {_describe(first)}: one "
                                        f"call takes one set of types and shapes")
             items += (i, _ptr(g.raw, sizes[0]) or _bad(e, 0, sizes[0]), _ptr(u.raw, sizes[1]) or _bad(e, 1, sizes[1]),
@@ -124,7 +125,7 @@ class MoELayer:
         if table[int(first.gate.qtype)][1] != table[int(first.up.qtype)][1]:
             raise KernelInputError(f"gate ({first.gate.qtype.name}) and up ({first.up.qtype.name}) need the same "
                                    f"activation format")
-        self._sizes[key] = (int(first.gate.qtype), int(first.up.qtype), int(first.down.qtype), f), sizes
+        self._sizes[key] = tuple(native_type(m) for m in first) + (f,), sizes
         return self._sizes[key]
 
 

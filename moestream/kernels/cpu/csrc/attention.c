@@ -38,7 +38,7 @@ static int imin(int a, int b) { return a < b ? a : b; }
 static int check_proj(const attn_proj *p, int rows, int cols) {
     const qtype_kernels *k = kernels_for(p->type);
     if (!k) return -1;
-    return p->w && p->rows == rows && p->cols == cols && cols % k->block == 0 ? 0 : -4;
+    return p->w && p->rows == rows && p->cols == cols && cols % k->block == 0 && rows % k->row_group == 0 ? 0 : -4;
 }
 
 int attn_layer_check(const attn_layer *L) {

@@ -19,17 +19,19 @@ void kernels_init(void) {
     if (initialised) return;
     register_generic(TABLE);
     register_kquants_generic(TABLE);
+    register_packed_generic(TABLE);
 #if defined(__x86_64__) || defined(__i386__)
     __builtin_cpu_init();
     if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && tier_allowed("avx2")) {
         register_avx2(TABLE);
         register_kquants_avx2(TABLE);
+        register_packed_avx2(TABLE);
     }
 #endif
     initialised = 1;
 }
 
 const qtype_kernels *kernels_for(int type) {
-    if (type < 0 || type >= GT_MAX || !TABLE[type].dot) return NULL;
+    if (type < 0 || type >= GT_MAX || !(TABLE[type].dot || TABLE[type].gemv8)) return NULL;
     return &TABLE[type];
 }

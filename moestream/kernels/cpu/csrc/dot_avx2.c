@@ -48,27 +48,85 @@ AVX2 static inline __m256i fifth_bits(const uint8_t qh[4]) {
 
 #define H(x) _cvtsh_ss(x)
 
+AVX2 static inline int isum8(__m256i v) {
+    /* exact sum of 8 int32 lanes */
+    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(1, 0, 3, 2)));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(2, 3, 0, 1)));
+    return _mm_cvtsi128_si32(s);
+}
+
+AVX2 static inline float fma1(float a, float b, float c) {
+    return _mm_cvtss_f32(_mm_fmadd_ss(_mm_set_ss(a), _mm_set_ss(b), _mm_set_ss(c)));
+}
+
 AVX2 static float dot_q4_0(int n, const void *w, const void *a) {
-    /* sum_j (nib_j - 8) a_j = sum_j nib_j a_j - 8 sum_j a_j: unsigned nibbles go straight into maddubs and
-     * the offset uses the activation block sum (y.s = y.d * sum a), so no sign fix-ups per block */
+    /* sum_j (nib_j - 8) a_j = sum_j nib_j a_j - 8 sum_j a_j: unsigned nibbles go straight into maddubs and the
+     * offset uses the activation block sum (y.s = y.d * sum a). The float arithmetic is packed_avx2.c's per lane,
+     * block by block: acc = fma(d_w d_a, exact block sum, acc), off = fma(d_w, s_a, off), result acc - 8 off in one
+     * rounding; so a packed weight gives bit-identical outputs (the cache may pack an expert between two steps) */
     const block_q4_0 *x = w; const act_a32 *y = a;
-    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
-    float offset = 0.0f;
-    int b = 0;
-    for (; b + 2 <= n / 32; b += 2) {
-        const float d0 = H(x[b].d), d1 = H(x[b + 1].d);
-        const __m256i a0 = _mm256_loadu_si256((const __m256i *)y[b].qs);
-        const __m256i a1 = _mm256_loadu_si256((const __m256i *)y[b + 1].qs);
-        acc0 = _mm256_fmadd_ps(_mm256_set1_ps(d0 * y[b].d), dot_u8(nibbles(x[b].qs), a0), acc0);
-        acc1 = _mm256_fmadd_ps(_mm256_set1_ps(d1 * y[b + 1].d), dot_u8(nibbles(x[b + 1].qs), a1), acc1);
-        offset += d0 * y[b].s + d1 * y[b + 1].s;
+    const __m256i ones = _mm256_set1_epi16(1);
+    float acc = 0.0f, off = 0.0f;
+    for (int b = 0; b < n / 32; b++) {
+        const __m256i qa = _mm256_loadu_si256((const __m256i *)y[b].qs);
+        const int isum = isum8(_mm256_madd_epi16(_mm256_maddubs_epi16(nibbles(x[b].qs), qa), ones));
+        const float d = H(x[b].d);
+        acc = fma1(d * y[b].d, (float)isum, acc);
+        off = fma1(d, y[b].s, off);
     }
-    for (; b < n / 32; b++) {
-        const __m256i a0 = _mm256_loadu_si256((const __m256i *)y[b].qs);
-        acc0 = _mm256_fmadd_ps(_mm256_set1_ps(H(x[b].d) * y[b].d), dot_u8(nibbles(x[b].qs), a0), acc0);
-        offset += H(x[b].d) * y[b].s;
+    return fma1(-8.0f, off, acc);
+}
+
+AVX2 static inline __m256i sum_lanes8(const __m256i v[8]) {
+    /* lane r = exact sum of v[r]'s 8 int32 lanes */
+    const __m256i s0123 = _mm256_hadd_epi32(_mm256_hadd_epi32(v[0], v[1]), _mm256_hadd_epi32(v[2], v[3]));
+    const __m256i s4567 = _mm256_hadd_epi32(_mm256_hadd_epi32(v[4], v[5]), _mm256_hadd_epi32(v[6], v[7]));
+    return _mm256_add_epi32(_mm256_permute2x128_si256(s0123, s4567, 0x20),
+                            _mm256_permute2x128_si256(s0123, s4567, 0x31));
+}
+
+AVX2 static inline __m256 scales8(const uint8_t *w, size_t row_bytes) {
+    /* the fp16 scale at the start of the block at w in each of 8 rows, as floats */
+    uint16_t d[8];
+    for (int r = 0; r < 8; r++) __builtin_memcpy(&d[r], w + r * row_bytes, 2);
+    return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)d));
+}
+
+AVX2 static void dot8_q4_0(int n, const void *w, size_t row_bytes, const void *act, float *y8) {
+    /* dot_q4_0 for 8 rows, lane r = row r, with its arithmetic (see there) */
+    const uint8_t *x = w; const act_a32 *y = act;
+    const __m256i ones = _mm256_set1_epi16(1);
+    __m256 acc = _mm256_setzero_ps(), off = _mm256_setzero_ps();
+    for (int b = 0; b < n / 32; b++) {
+        const uint8_t *blk = x + (size_t)b * sizeof(block_q4_0);
+        const __m256i qa = _mm256_loadu_si256((const __m256i *)y[b].qs);
+        __m256i v[8];
+        for (int r = 0; r < 8; r++)
+            v[r] = _mm256_madd_epi16(_mm256_maddubs_epi16(nibbles(blk + r * row_bytes + 2), qa), ones);
+        const __m256 d = scales8(blk, row_bytes);
+        acc = _mm256_fmadd_ps(_mm256_mul_ps(d, _mm256_set1_ps(y[b].d)), _mm256_cvtepi32_ps(sum_lanes8(v)), acc);
+        off = _mm256_fmadd_ps(d, _mm256_set1_ps(y[b].s), off);
     }
-    return hsum(_mm256_add_ps(acc0, acc1)) - 8.0f * offset;
+    _mm256_storeu_ps(y8, _mm256_fnmadd_ps(_mm256_set1_ps(8.0f), off, acc));
+}
+
+AVX2 static void dot8_q8_0(int n, const void *w, size_t row_bytes, const void *act, float *y8) {
+    const uint8_t *x = w; const act_a32 *y = act;
+    const __m256i ones = _mm256_set1_epi16(1);
+    __m256 acc = _mm256_setzero_ps();
+    for (int b = 0; b < n / 32; b++) {
+        const uint8_t *blk = x + (size_t)b * sizeof(block_q8_0);
+        const __m256i qa = _mm256_loadu_si256((const __m256i *)y[b].qs);
+        __m256i v[8];
+        for (int r = 0; r < 8; r++) {
+            const __m256i q = _mm256_loadu_si256((const __m256i *)(blk + r * row_bytes + 2));
+            v[r] = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_sign_epi8(q, q), _mm256_sign_epi8(qa, q)), ones);
+        }
+        acc = _mm256_fmadd_ps(_mm256_mul_ps(scales8(blk, row_bytes), _mm256_set1_ps(y[b].d)),
+                              _mm256_cvtepi32_ps(sum_lanes8(v)), acc);
+    }
+    _mm256_storeu_ps(y8, acc);
 }
 
 AVX2 static float dot_q4_1(int n, const void *w, const void *a) {
@@ -109,14 +167,17 @@ AVX2 static float dot_q5_1(int n, const void *w, const void *a) {
 }
 
 AVX2 static float dot_q8_0(int n, const void *w, const void *a) {
+    /* acc = fma(d_w d_a, exact block sum, acc) block by block, as packed_avx2.c does per lane (see dot_q4_0) */
     const block_q8_0 *x = w; const act_a32 *y = a;
-    __m256 acc = _mm256_setzero_ps();
+    const __m256i ones = _mm256_set1_epi16(1);
+    float acc = 0.0f;
     for (int b = 0; b < n / 32; b++) {
         const __m256i q = _mm256_loadu_si256((const __m256i *)x[b].qs);
         const __m256i qa = _mm256_loadu_si256((const __m256i *)y[b].qs);
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(H(x[b].d) * y[b].d), dot_i8(q, qa), acc);
+        const __m256i p = _mm256_maddubs_epi16(_mm256_sign_epi8(q, q), _mm256_sign_epi8(qa, q));
+        acc = fma1(H(x[b].d) * y[b].d, (float)isum8(_mm256_madd_epi16(p, ones)), acc);
     }
-    return hsum(acc);
+    return acc;
 }
 
 AVX2 static float tail_f32(int start, int n, const float *x, const float *y) {
@@ -167,6 +228,7 @@ void register_avx2(qtype_kernels *t) {
     use(t, GT_Q4_0, dot_q4_0); use(t, GT_Q4_1, dot_q4_1); use(t, GT_Q5_0, dot_q5_0);
     use(t, GT_Q5_1, dot_q5_1); use(t, GT_Q8_0, dot_q8_0);
     use(t, GT_F32, dot_f32); use(t, GT_F16, dot_f16); use(t, GT_BF16, dot_bf16);
+    t[GT_Q4_0].dot8 = dot8_q4_0; t[GT_Q8_0].dot8 = dot8_q8_0;
 }
 #else
 #include "kernels.h"

@@ -96,7 +96,7 @@ static float dot_bf16(int n, const void *w, const void *a) {
 }
 
 static void set(qtype_kernels *t, int type, int block, int size, enum act_kind act, vec_dot_fn fn) {
-    t[type] = (qtype_kernels){ block, size, act, fn, "generic" };
+    t[type] = (qtype_kernels){ block, size, act, fn, "generic", NULL, 1, NULL };
 }
 
 void register_generic(qtype_kernels *t) {

@@ -179,7 +179,7 @@ static float dot_q6_k(int n, const void *w, const void *act) {
 #undef H
 
 static void set(qtype_kernels *t, int type, int size, vec_dot_fn fn) {
-    t[type] = (qtype_kernels){ QK, size, ACT_AK, fn, "generic" };
+    t[type] = (qtype_kernels){ QK, size, ACT_AK, fn, "generic", NULL, 1, NULL };
 }
 
 void register_kquants_generic(qtype_kernels *t) {

@@ -26,19 +26,32 @@ enum act_kind { ACT_F32 = 0, ACT_A32 = 1, ACT_AK = 2 };
 
 typedef float (*vec_dot_fn)(int n, const void *w_row, const void *act_row);
 
+/* A row-interleaved ("packed", packed.c) type computes 8 rows at once: w_group holds rows g..g+7 of n elements,
+ * act the n_tokens activation rows (act_row_bytes apart); y[t * y_stride + r] gets row g+r's dot with token t. */
+/* 8 rows of a plain GGUF layout at once (w_row_bytes apart), one token: y8[r] = row r . act; the same arithmetic
+ * per row as `dot`, so results are bit-identical to it (and to the type's packed kernel). */
+typedef void (*dot8_fn)(int n, const void *w, size_t w_row_bytes, const void *act, float *y8);
+typedef void (*gemv8_fn)(int n, const void *w_group, const void *act, size_t act_row_bytes, int n_tokens, float *y,
+                         int y_stride);
+
 /* One entry of the dispatch table, keyed by ggml type id. */
 typedef struct {
     int block;              /* elements per weight block */
     int type_size;          /* bytes per weight block */
     enum act_kind act;      /* activation format this type's dot expects */
-    vec_dot_fn dot;         /* best tier available on this CPU */
+    vec_dot_fn dot;         /* best tier available on this CPU (NULL for a packed type) */
     const char *tier;       /* "generic", "avx2", "avx512" */
+    gemv8_fn gemv8;         /* packed types only: 8 rows at a time */
+    int row_group;          /* rows must come in multiples of this (8 for packed types, else 1) */
+    dot8_fn dot8;           /* optional: 8 rows of the GGUF layout at a time */
 } qtype_kernels;
 
 /* ggml type ids (GGUF) */
 enum {
     GT_F32 = 0, GT_F16 = 1, GT_Q4_0 = 2, GT_Q4_1 = 3, GT_Q5_0 = 6, GT_Q5_1 = 7, GT_Q8_0 = 8,
-    GT_Q2_K = 10, GT_Q3_K = 11, GT_Q4_K = 12, GT_Q5_K = 13, GT_Q6_K = 14, GT_BF16 = 30, GT_MAX = 40
+    GT_Q2_K = 10, GT_Q3_K = 11, GT_Q4_K = 12, GT_Q5_K = 13, GT_Q6_K = 14, GT_BF16 = 30,
+    /* ours: a GGUF type's blocks re-laid 8 rows at a time (packed.c); id = GT_PACKED + the GGUF type */
+    GT_PACKED = 64, GT_Q4_0_R8 = GT_PACKED + GT_Q4_0, GT_Q8_0_R8 = GT_PACKED + GT_Q8_0, GT_MAX = 128
 };
 
 const qtype_kernels *kernels_for(int ggml_type); /* NULL if unsupported */
@@ -56,5 +69,11 @@ void register_generic(qtype_kernels *table);
 void register_kquants_generic(qtype_kernels *table);
 void register_avx2(qtype_kernels *table);
 void register_kquants_avx2(qtype_kernels *table);
+void register_packed_generic(qtype_kernels *table);
+void register_packed_avx2(qtype_kernels *table);
+
+/* Re-lay rows x cols of GGUF type `type` (Q4_0, Q8_0) as its packed type, src -> dst (the same buffer is fine);
+ * 0, -1 unsupported type, -2 out of memory, -4 bad sizes (rows % 8, cols % 32). */
+int pack_rows8(int type, const void *src, void *dst, int rows, int cols, int n_threads);
 
 #endif

@@ -18,8 +18,24 @@ typedef struct {
 
 void rows_dot(const qtype_kernels *k, const uint8_t *w, size_t w_row_bytes, int r0, int r1, int n_cols,
               const uint8_t *act, size_t act_row_bytes, int n_tokens, float *y, int y_stride) {
-    /* y[t, r] for rows [r0, r1) and every token; each weight row is read once, from L1 for t > 0 */
-    for (int r = r0; r < r1; r++)
+    /* y[t, r] for rows [r0, r1) and every token; each weight row is read once, from L1 for t > 0. A packed
+     * type takes 8 rows at a time (r0 and r1 are multiples of 8 there: every caller splits rows in chunks of 16
+     * and checks the row count against row_group) */
+    if (k->gemv8) {
+        for (int g = r0; g < r1; g += 8)
+            k->gemv8(n_cols, w + (size_t)g * w_row_bytes, act, act_row_bytes, n_tokens, y + g, y_stride);
+        return;
+    }
+    int r = r0;
+    if (k->dot8) {
+        float y8[8];
+        for (; r + 8 <= r1; r += 8)
+            for (int t = 0; t < n_tokens; t++) {
+                k->dot8(n_cols, w + (size_t)r * w_row_bytes, w_row_bytes, act + (size_t)t * act_row_bytes, y8);
+                for (int i = 0; i < 8; i++) y[(size_t)t * y_stride + r + i] = y8[i];
+            }
+    }
+    for (; r < r1; r++)
         for (int t = 0; t < n_tokens; t++)
             y[(size_t)t * y_stride + r] = k->dot(n_cols, w + (size_t)r * w_row_bytes, act + (size_t)t * act_row_bytes);
 }
@@ -60,7 +76,7 @@ int matmul(int type, const void *w, int n_rows, int n_cols, const float *x, int 
     /* the Python wrapper checks buffers in full; these cheap checks keep any other caller from reading past rows */
     const qtype_kernels *k = kernels_for(type);
     if (!k) return -1;
-    if (n_rows <= 0 || n_cols <= 0 || n_cols % k->block || n_tokens < 0) return -4;
+    if (n_rows <= 0 || n_cols <= 0 || n_cols % k->block || n_rows % k->row_group || n_tokens < 0) return -4;
     uint8_t *act = quantize_acts(k->act, x, n_tokens, n_cols, n_threads);
     if (!act) return -2;
     matmul_prequantized(k, w, n_rows, n_cols, act, n_tokens, y, n_rows, n_threads);

@@ -61,6 +61,18 @@ static PyObject *py_moe_ffn(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+static PyObject *py_pack_rows8(PyObject *self, PyObject *args) {
+    int type, rows, cols, n_threads;
+    unsigned long long src, dst;
+    if (!PyArg_ParseTuple(args, "iKKiii", &type, &src, &dst, &rows, &cols, &n_threads)) return NULL;
+    int rc;
+    Py_BEGIN_ALLOW_THREADS
+    rc = pack_rows8(type, ptr(src), ptr(dst), rows, cols, n_threads);
+    Py_END_ALLOW_THREADS
+    if (rc) return err(rc);
+    Py_RETURN_NONE;
+}
+
 static PyObject *py_pool_stress(PyObject *self, PyObject *args) {
     /* test only: the thread pool's job hand-over under load (see pool_stress.c) */
     int n_jobs, max_tasks, n_threads;
@@ -90,6 +102,7 @@ static PyObject *py_kernel_table(PyObject *self, PyObject *noargs) {
 
 static PyMethodDef METHODS[] = {
     {"matmul", py_matmul, METH_VARARGS, "matmul(type, w, n_rows, n_cols, x, n_tokens, y, n_threads)"},
+    {"pack_rows8", py_pack_rows8, METH_VARARGS, "pack_rows8(type, src, dst, rows, cols, n_threads); see packed.c"},
     {"moe_ffn", py_moe_ffn, METH_VARARGS, "fused MoE FFN for one layer; see moe.h"},
     {"moe_layer", py_moe_layer, METH_VARARGS, "one MoE layer's checked arguments -> capsule; see moe_step.h"},
     {"moe_workspace", py_moe_workspace, METH_NOARGS, "grow-only buffers of the MoE step -> capsule"},

@@ -52,6 +52,7 @@ static int check_args(const moe_args *a, const qtype_kernels *kg, const qtype_ke
      * and array lengths, which C cannot see, and names the bad value when this refuses one) */
     if (a->n_tokens < 0 || a->d_model <= 0 || a->d_ff <= 0 || a->n_experts < 0) return -4;
     if (a->d_model % kg->block || a->d_model % ku->block || a->d_ff % kd->block) return -4;
+    if (a->d_ff % kg->row_group || a->d_ff % ku->row_group || a->d_model % kd->row_group) return -4;
     if (a->n_experts > 0 && a->offsets[0] != 0) return -4;
     for (int e = 0; e < a->n_experts; e++)
         if (a->offsets[e + 1] < a->offsets[e] || a->offsets[e + 1] - a->offsets[e] > a->n_tokens) return -4;

@@ -24,6 +24,7 @@
 #include "kernels.h"
 #include "matmul.h"
 #include "moe.h"
+#include "moe_fused.h"
 #include "threadpool.h"
 
 #define PAR_MIN_TOKENS 8  /* fewer rows run on the calling thread (a pool hand-over costs more than the work) */
@@ -38,18 +39,19 @@ static int grow(moe_buf *b, size_t bytes) {
     return b->p ? 0 : -2;
 }
 
-static int mat_ok(moe_mat m, int cols) {
+static int mat_ok(moe_mat m, int rows, int cols) {
     const qtype_kernels *k = kernels_for(m.type);
-    return !k ? -1 : (!m.w || cols % k->block) ? -4 : 0;
+    return !k ? -1 : (!m.w || cols % k->block || rows % k->row_group) ? -4 : 0;
 }
 
 int moe_layer_check(const moe_layer *L) {
     if (L->d_model <= 0 || L->n_experts <= 0 || L->k < 1 || L->k > L->n_experts || !L->norm) return -4;
     if (!(L->eps >= 0.0f) || L->d_ff_shared < 0) return -4;
-    int rc = mat_ok(L->router, L->d_model);
+    int rc = mat_ok(L->router, L->n_experts, L->d_model);
     if (rc || !L->d_ff_shared) return rc;
-    if ((rc = mat_ok(L->shared_gate_inp, L->d_model)) || (rc = mat_ok(L->shared[0], L->d_model))
-        || (rc = mat_ok(L->shared[1], L->d_model)) || (rc = mat_ok(L->shared[2], L->d_ff_shared)))
+    const int F = L->d_ff_shared, D = L->d_model;
+    if ((rc = mat_ok(L->shared_gate_inp, 1, D)) || (rc = mat_ok(L->shared[0], F, D))
+        || (rc = mat_ok(L->shared[1], F, D)) || (rc = mat_ok(L->shared[2], D, F)))
         return rc;
     return kernels_for(L->shared[0].type)->act == kernels_for(L->shared[1].type)->act ? 0 : -3;
 }
@@ -199,12 +201,17 @@ int moe_route(const moe_layer *L, moe_workspace *ws, const float *x, int T, int6
 
 /* ---- experts ---------------------------------------------------------------------------------------------- */
 
-static int reserve_experts(moe_workspace *ws, const expert_mats *m, int T) {
+static int reserve_scratch(moe_workspace *ws, const expert_mats *m, int rows) {
     const size_t in = act_row_bytes(m->kg->act, m->d_model), mid = act_row_bytes(m->kd->act, m->d_ff);
+    return grow(&ws->s_act, rows * in) | grow(&ws->s_mid, rows * mid) | grow(&ws->s_g, (size_t)rows * m->d_ff * 4)
+         | grow(&ws->s_u, (size_t)rows * m->d_ff * 4) | grow(&ws->s_y, (size_t)rows * m->d_model * 4)
+         | grow(&ws->tokens, (size_t)rows * 4);
+}
+
+static int reserve_experts(moe_workspace *ws, const expert_mats *m, int T) {
+    const size_t in = act_row_bytes(m->kg->act, m->d_model);
     if (ws->act_x.cap < T * in) ws->act_kind = -1;  /* grown: what it held is gone */
-    return grow(&ws->act_x, T * in) | grow(&ws->s_act, T * in) | grow(&ws->s_mid, T * mid)
-         | grow(&ws->s_g, (size_t)T * m->d_ff * 4) | grow(&ws->s_u, (size_t)T * m->d_ff * 4)
-         | grow(&ws->s_y, (size_t)T * m->d_model * 4) | grow(&ws->tokens, (size_t)T * 4);
+    return grow(&ws->act_x, T * in) | reserve_scratch(ws, m, T);
 }
 
 static const uint8_t *acts_for(moe_workspace *ws, enum act_kind act, int n_threads) {
@@ -247,6 +254,35 @@ static void run_group(moe_workspace *ws, const expert_mats *m, int g, int n_thre
     ((uint8_t *)ws->done.p)[g] = 1;
 }
 
+static int fused_rows(const moe_workspace *ws, const moe_batch *b) {
+    /* the batch's (token, slot) rows if it is worth one set of pool jobs for all its experts (moe_fused.h), else 0 */
+    if (b->n < 2 || b->n > FUSE_MAX_ROWS) return 0;
+    int rows = 0;
+    for (int i = 0; i < b->n; i++) {
+        const int g = (int)b->items[4 * i];
+        rows += I32(ws->offsets)[g + 1] - I32(ws->offsets)[g];
+    }
+    return rows <= FUSE_MAX_ROWS ? rows : 0;
+}
+
+static void run_fused(moe_workspace *ws, const expert_mats *m, const moe_batch *b, int n_threads) {
+    fused_expert ex[FUSE_MAX_ROWS];
+    for (int i = 0; i < b->n; i++) {
+        const uint64_t *it = b->items + 4 * i;
+        const int g = (int)it[0], off = I32(ws->offsets)[g];
+        ex[i] = (fused_expert){ (const uint8_t *)(uintptr_t)it[1], (const uint8_t *)(uintptr_t)it[2],
+                                (const uint8_t *)(uintptr_t)it[3], I32(ws->pairs) + off, I32(ws->offsets)[g + 1] - off };
+    }
+    const expert_scratch s = scratch(ws);
+    experts_fused(m, ex, b->n, ws->layer->k, acts_for(ws, m->kg->act, n_threads), &s, F(ws->weights), F(ws->rows),
+                  n_threads);
+    for (int i = 0; i < b->n; i++) {
+        const int g = (int)b->items[4 * i];
+        ws->n_done += !((uint8_t *)ws->done.p)[g];
+        ((uint8_t *)ws->done.p)[g] = 1;
+    }
+}
+
 typedef struct { const float *x, *rows; float *out; int D, K, T, shared; } combine_job;
 
 static void combine_row(void *ctx, int t) {
@@ -271,6 +307,7 @@ static int mats(const moe_batch *b, int D, expert_mats *m) {
                         b->d_ff };
     if (!m->kg || !m->ku || !m->kd) return -1;
     if (m->kg->act != m->ku->act) return -3;
+    if (b->d_ff % m->kg->row_group || b->d_ff % m->ku->row_group || D % m->kd->row_group) return -4;
     return b->d_ff <= 0 || b->n < 0 || D % m->kg->block || D % m->ku->block || b->d_ff % m->kd->block ? -4 : 0;
 }
 
@@ -298,7 +335,10 @@ static int experts_locked(const moe_layer *L, moe_workspace *ws, const moe_batch
     if ((rc = reserve_experts(ws, &m, ws->n_tokens))) return rc;
     if (L->d_ff_shared && (rc = reserve_experts(ws, &sh, ws->n_tokens))) return rc;
     if (!ws->shared_done) run_shared(L, ws, &sh, n_threads);
-    for (int i = 0; i < b->n; i++) {
+    if ((rc = fused_rows(ws, b)) > 0) {
+        if ((rc = reserve_scratch(ws, &m, rc))) return rc;
+        run_fused(ws, &m, b, n_threads);
+    } else for (int i = 0; i < b->n; i++) {
         const uint64_t *it = b->items + 4 * i;
         m.gate = (const uint8_t *)(uintptr_t)it[1], m.up = (const uint8_t *)(uintptr_t)it[2];
         m.down = (const uint8_t *)(uintptr_t)it[3];

@@ -1,0 +1,73 @@
+/* AVX2 kernels of the packed layouts (packed.c): each 32-byte chunk holds 4 elements of each of 8 rows, so maddubs
+ * against one broadcast 4-byte piece of the activation leaves row r's partial sums in 32-bit lane r. */
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+
+#include "kernels.h"
+#include "packed.h"
+
+#define AVX2 __attribute__((target("avx2,fma,f16c")))
+
+AVX2 static inline __m256i piece(const int8_t *qs, int i) {
+    /* activation elements 4i..4i+3, in every lane */
+    int32_t v;
+    __builtin_memcpy(&v, qs + 4 * i, 4);
+    return _mm256_set1_epi32(v);
+}
+
+AVX2 static void gemv8_q4_0(int n, const void *w, const void *act, size_t act_row_bytes, int n_tokens, float *y,
+                            int y_stride) {
+    /* per block: sum_j nib_j a_j exactly in int16 (8 pieces x 2 products of |nib| <= 15, |a| <= 127: <= 30480),
+     * then d_w d_a times it, minus 8 d_w (d_a sum a) for the nibble offset, as dot_q4_0 does per row */
+    const block_q4_0_r8 *x = w;
+    const __m256i low = _mm256_set1_epi8(0x0f), ones = _mm256_set1_epi16(1);
+    for (int t = 0; t < n_tokens; t++) {
+        const act_a32 *a = (const act_a32 *)((const uint8_t *)act + (size_t)t * act_row_bytes);
+        __m256 acc = _mm256_setzero_ps(), off = _mm256_setzero_ps();
+        for (int b = 0; b < n / 32; b++) {
+            __m256i s = _mm256_setzero_si256();
+            for (int c = 0; c < 4; c++) {
+                const __m256i q = _mm256_loadu_si256((const __m256i *)(x[b].qs + 32 * c));
+                s = _mm256_add_epi16(s, _mm256_maddubs_epi16(_mm256_and_si256(q, low), piece(a[b].qs, c)));
+                s = _mm256_add_epi16(s, _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(q, 4), low),
+                                                             piece(a[b].qs, c + 4)));
+            }
+            const __m256 d = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)x[b].d));
+            acc = _mm256_fmadd_ps(_mm256_mul_ps(d, _mm256_set1_ps(a[b].d)),
+                                  _mm256_cvtepi32_ps(_mm256_madd_epi16(s, ones)), acc);
+            off = _mm256_fmadd_ps(d, _mm256_set1_ps(a[b].s), off);
+        }
+        _mm256_storeu_ps(y + (size_t)t * y_stride, _mm256_fnmadd_ps(_mm256_set1_ps(8.0f), off, acc));
+    }
+}
+
+AVX2 static void gemv8_q8_0(int n, const void *w, const void *act, size_t act_row_bytes, int n_tokens, float *y,
+                            int y_stride) {
+    /* signed x signed through the sign trick (|w| x a*sign(w)); pairs fit int16, pieces are summed in int32 */
+    const block_q8_0_r8 *x = w;
+    const __m256i ones = _mm256_set1_epi16(1);
+    for (int t = 0; t < n_tokens; t++) {
+        const act_a32 *a = (const act_a32 *)((const uint8_t *)act + (size_t)t * act_row_bytes);
+        __m256 acc = _mm256_setzero_ps();
+        for (int b = 0; b < n / 32; b++) {
+            __m256i s = _mm256_setzero_si256();
+            for (int c = 0; c < 8; c++) {
+                const __m256i q = _mm256_loadu_si256((const __m256i *)(x[b].qs + 32 * c));
+                const __m256i p = _mm256_maddubs_epi16(_mm256_sign_epi8(q, q), _mm256_sign_epi8(piece(a[b].qs, c), q));
+                s = _mm256_add_epi32(s, _mm256_madd_epi16(p, ones));
+            }
+            const __m256 d = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)x[b].d));
+            acc = _mm256_fmadd_ps(_mm256_mul_ps(d, _mm256_set1_ps(a[b].d)), _mm256_cvtepi32_ps(s), acc);
+        }
+        _mm256_storeu_ps(y + (size_t)t * y_stride, acc);
+    }
+}
+
+void register_packed_avx2(qtype_kernels *t) {
+    t[GT_Q4_0_R8].gemv8 = gemv8_q4_0; t[GT_Q4_0_R8].tier = "avx2";
+    t[GT_Q8_0_R8].gemv8 = gemv8_q8_0; t[GT_Q8_0_R8].tier = "avx2";
+}
+#else
+#include "kernels.h"
+void register_packed_avx2(qtype_kernels *t) { (void)t; }
+#endif
