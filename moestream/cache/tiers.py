@@ -1,7 +1,8 @@
 """The RAM tier: a fixed number of equal, page-aligned slots carved lazily out of a hard byte budget.
 
-Slots are anonymous mmaps (page-aligned, as O_DIRECT needs), allocated on first use and then recycled forever;
-the pool never holds more than `budget` bytes."""
+Slots are private anonymous mmaps (page-aligned, as O_DIRECT needs), allocated on first use and then recycled
+forever; the pool never holds more than `budget` bytes. Slots ask for transparent huge pages (moestream/memory.py
+says why)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ import mmap
 from dataclasses import dataclass
 
 import torch
+
+from ..memory import anonymous
 
 
 @dataclass
@@ -39,7 +42,7 @@ class RamPool:
         if self._free:
             return self._free.pop()
         if len(self._slots) < self.n_slots:
-            buf = mmap.mmap(-1, self.slot_size)
+            buf = anonymous(self.slot_size)
             slot = Slot(len(self._slots), buf, torch.frombuffer(buf, dtype=torch.uint8), memoryview(buf))
             self._slots.append(slot)
             return slot

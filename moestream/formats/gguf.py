@@ -21,6 +21,7 @@ import numpy as np
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
 
 from ..errors import GGUFFormatError
+from ..memory import byte_array
 from .gguf_parse import RawHeader, RawTensor, parse_header
 
 GGUF_MAGIC = b"GGUF"
@@ -82,7 +83,7 @@ class GGUFFile:
         """A copy of a tensor's bytes, shape (rows..., row_bytes), read with pread rather than through the memory
         map, so no file pages stay mapped into (and counted in) this process's memory."""
         info = self.tensors[name]
-        out = np.empty(info.nbytes, dtype=np.uint8)
+        out = byte_array(info.nbytes)  # huge pages when large: the kernels stream it
         got = 0
         with open(self.path, "rb", buffering=0) as f:
             while got < info.nbytes:  # one read returns at most ~2 GiB
