@@ -19,6 +19,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-n", "--n-decode", type=int, default=32, help="tokens to decode (default %(default)s)")
     p.add_argument("-p", "--prompt-tokens", type=int, default=512, help="prompt length (default %(default)s)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--warmup", action=argparse.BooleanOptionalAction, default=True,
+                   help="first run the same shape once, untimed, so first reads and packing are not counted "
+                        "(default on, as llama-bench)")
     p.add_argument("--json", metavar="FILE", help="same as --stats-json")
     add_cache_flags(p)
     p.set_defaults(run=run)
@@ -28,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
     if args.n_decode < 1 or args.prompt_tokens < 1:
         raise ConfigError("--n-decode and --prompt-tokens must be >= 1")  # before a load that may take minutes
     with Engine.open(model_path(args), engine_config(args)) as engine:
-        result = engine.bench(args.prompt_tokens, args.n_decode, args.seed)
+        result = engine.bench(args.prompt_tokens, args.n_decode, args.seed, args.warmup)
     print_run_summary(result)
     write_json(args.stats_json or args.json, result)
     return 0

@@ -149,12 +149,25 @@ class Engine:
         """The run summary of every generate() so far: speed, cache, I/O, memory (report.py)."""
         return run_summary(self.lm, self._prompt_tokens, self._prefill_seconds, self._meter)
 
-    def bench(self, n_prompt: int, n_decode: int, seed: int) -> dict:
+    def bench(self, n_prompt: int, n_decode: int, seed: int, warmup: bool = True) -> dict:
         """Prefill a random `n_prompt`-token prompt in one step, then time `n_decode` decode steps sampling at
         temperature 1 (so routing varies as in real use); the run summary of those, with the seed and the decode
-        time spent outside native kernels."""
+        time spent outside native kernels. `warmup` first runs the same shape once on another random prompt,
+        untimed (as llama-bench does), so the cache holds what such a run keeps and one-time costs (first reads,
+        packing, buffer growth) are not counted; the summary's cache and I/O counters cover both runs."""
         if n_prompt < 1 or n_decode < 1:
             raise ConfigError(f"bench needs at least one prompt and one decode token, got {n_prompt} and {n_decode}")
+        if warmup:
+            self._bench_run(n_prompt, min(n_decode, 4), seed + 1)
+        prefill, meter, native0 = self._bench_run(n_prompt, n_decode, seed)
+        result = run_summary(self.lm, n_prompt, prefill, meter)
+        result["seed"], result["warmup"] = seed, warmup
+        # decode time outside the native kernels: torch attention/norms/router, Python, and waiting on reads
+        result["outside_native_us_per_token"] = 1e6 * (meter.steps.total - (NativeClock.seconds - native0)) / n_decode
+        return result
+
+    def _bench_run(self, n_prompt: int, n_decode: int, seed: int) -> tuple[float, StepMeter, float]:
+        """(prefill seconds, decode step meter, NativeClock at the first decode step)."""
         prompt = torch.randint(0, self.model.vocab_size, (n_prompt,), generator=torch.Generator().manual_seed(seed))
         # a scheduler sized for this run: the whole prompt in one step, the context just long enough
         sched = Scheduler(self.model, n_prompt + n_decode + 1, 1, 1, n_prompt)
@@ -166,11 +179,7 @@ class Engine:
         meter, native0 = StepMeter(self.cache), NativeClock.seconds
         for _ in events:
             meter.lap()
-        result = run_summary(self.lm, n_prompt, prefill, meter)
-        result["seed"] = seed
-        # decode time outside the native kernels: torch attention/norms/router, Python, and waiting on reads
-        result["outside_native_us_per_token"] = 1e6 * (meter.steps.total - (NativeClock.seconds - native0)) / n_decode
-        return result
+        return prefill, meter, native0
 
     def record_routing(self, out: IO[str], ahead: int = 0) -> RoutingRecorder:
         """Write a routing-trace header to `out`, then record every MoE layer's routing of every step there
