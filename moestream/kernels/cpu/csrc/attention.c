@@ -25,7 +25,6 @@
 #include "matmul.h"
 #include "threadpool.h"
 
-#define ROWS_PER_TASK 16
 #define KEY_BLOCK 128
 #define MIN_PARALLEL_MACS (1 << 16) /* below this the pool's wake-up costs more than the attention itself */
 #define MAX_CACHE_ROWS (1 << 26)    /* capacity bound, so capacity * head_dim cannot overflow an index */
@@ -189,15 +188,16 @@ static void norm_heads(const float *w, float eps, int n_heads, int dh, float *x)
 typedef struct {
     const qtype_kernels *k; const uint8_t *w; size_t w_row_bytes;
     const uint8_t *act; size_t act_row_bytes;
-    float *y; int n_rows, n_cols, tasks;
+    float *y; int n_rows, n_cols, tasks, rows_per_task;
 } rows_job;
 
 typedef struct { rows_job m[3]; int n_tokens; } qkv_job;
 
-static rows_job rows_of(const attn_proj *p, const uint8_t *act, float *y) {
+static rows_job rows_of(const attn_proj *p, const uint8_t *act, float *y, int n_threads) {
     const qtype_kernels *k = kernels_for(p->type);
+    const int per = rows_per_task(p->rows, n_threads);
     return (rows_job){ k, p->w, (size_t)(p->cols / k->block) * k->type_size, act, act_row_bytes(k->act, p->cols),
-                       y, p->rows, p->cols, (p->rows + ROWS_PER_TASK - 1) / ROWS_PER_TASK };
+                       y, p->rows, p->cols, (p->rows + per - 1) / per, per };
 }
 
 static void qkv_task(void *ctx, int task) {
@@ -205,7 +205,7 @@ static void qkv_task(void *ctx, int task) {
     int m = 0;
     while (task >= j->m[m].tasks) task -= j->m[m++].tasks;
     const rows_job *r = &j->m[m];
-    const int r0 = task * ROWS_PER_TASK, r1 = imin(r0 + ROWS_PER_TASK, r->n_rows);
+    const int r0 = task * r->rows_per_task, r1 = imin(r0 + r->rows_per_task, r->n_rows);
     rows_dot(r->k, r->w, r->w_row_bytes, r0, r1, r->n_cols, r->act, r->act_row_bytes, j->n_tokens, r->y, r->n_rows);
 }
 
@@ -232,7 +232,7 @@ static void project_qkv(const attn_layer *L, const scratch *s, int T, int n_thre
     for (int m = 0; m < 3; m++) {
         const enum act_kind a = kernels_for(in[m]->type)->act;
         if (!act[a]) act[a] = quantized(a, s->xn, s->act[a], T, L->d_model, n_threads);
-        j.m[m] = rows_of(in[m], act[a], out[m]);
+        j.m[m] = rows_of(in[m], act[a], out[m], n_threads);
     }
     pool_run(qkv_task, &j, j.m[0].tasks + j.m[1].tasks + j.m[2].tasks, n_threads);
 }

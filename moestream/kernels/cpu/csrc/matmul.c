@@ -6,20 +6,18 @@
 #include "matmul.h"
 #include "threadpool.h"
 
-#define ROWS_PER_TASK 16
-
 typedef struct {
     const qtype_kernels *k;
     const uint8_t *w; size_t w_row_bytes;
     const uint8_t *act; size_t act_row_bytes;
     float *y; int n_rows, n_cols, n_tokens;
-    int y_stride;
+    int y_stride, rows_per_task;
 } matmul_job;
 
 void rows_dot(const qtype_kernels *k, const uint8_t *w, size_t w_row_bytes, int r0, int r1, int n_cols,
               const uint8_t *act, size_t act_row_bytes, int n_tokens, float *y, int y_stride) {
     /* y[t, r] for rows [r0, r1) and every token; each weight row is read once, from L1 for t > 0. A packed
-     * type takes 8 rows at a time (r0 and r1 are multiples of 8 there: every caller splits rows in chunks of 16
+     * type takes 8 rows at a time (r0 and r1 are multiples of 8 there: every caller splits rows in multiples of 16 (rows_per_task)
      * and checks the row count against row_group) */
     if (k->gemv8) {
         for (int g = r0; g < r1; g += 8)
@@ -42,8 +40,8 @@ void rows_dot(const qtype_kernels *k, const uint8_t *w, size_t w_row_bytes, int 
 
 static void matmul_task(void *ctx, int task) {
     const matmul_job *j = ctx;
-    const int r0 = task * ROWS_PER_TASK;
-    const int r1 = r0 + ROWS_PER_TASK < j->n_rows ? r0 + ROWS_PER_TASK : j->n_rows;
+    const int r0 = task * j->rows_per_task;
+    const int r1 = r0 + j->rows_per_task < j->n_rows ? r0 + j->rows_per_task : j->n_rows;
     rows_dot(j->k, j->w, j->w_row_bytes, r0, r1, j->n_cols, j->act, j->act_row_bytes, j->n_tokens, j->y, j->y_stride);
 }
 
@@ -68,8 +66,8 @@ uint8_t *quantize_acts(enum act_kind act, const float *x, int n_tokens, int n_co
 void matmul_prequantized(const qtype_kernels *k, const void *w, int n_rows, int n_cols, const uint8_t *act,
                          int n_tokens, float *y, int y_stride, int n_threads) {
     matmul_job j = { k, w, (size_t)(n_cols / k->block) * k->type_size, act, act_row_bytes(k->act, n_cols),
-                     y, n_rows, n_cols, n_tokens, y_stride };
-    pool_run(matmul_task, &j, (n_rows + ROWS_PER_TASK - 1) / ROWS_PER_TASK, n_threads);
+                     y, n_rows, n_cols, n_tokens, y_stride, rows_per_task(n_rows, n_threads) };
+    pool_run(matmul_task, &j, (n_rows + j.rows_per_task - 1) / j.rows_per_task, n_threads);
 }
 
 int matmul(int type, const void *w, int n_rows, int n_cols, const float *x, int n_tokens, float *y, int n_threads) {

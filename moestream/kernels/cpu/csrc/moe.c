@@ -12,29 +12,27 @@
 #include "moe.h"
 #include "threadpool.h"
 
-#define ROWS_PER_TASK 16
-
 typedef struct {
     const qtype_kernels *k[2]; const uint8_t *w[2]; float *y[2];
     size_t w_row_bytes[2];
     const uint8_t *act; size_t act_row_bytes;
-    int n_rows, n_cols, n_tokens, tasks_per_matrix;
+    int n_rows, n_cols, n_tokens, tasks_per_matrix, rows_per_task;
 } pair_job;
 
 static void pair_task(void *ctx, int task) {
     const pair_job *j = ctx;
-    const int m = task >= j->tasks_per_matrix, r0 = (task - m * j->tasks_per_matrix) * ROWS_PER_TASK;
-    const int r1 = r0 + ROWS_PER_TASK < j->n_rows ? r0 + ROWS_PER_TASK : j->n_rows;
+    const int m = task >= j->tasks_per_matrix, r0 = (task - m * j->tasks_per_matrix) * j->rows_per_task;
+    const int r1 = r0 + j->rows_per_task < j->n_rows ? r0 + j->rows_per_task : j->n_rows;
     rows_dot(j->k[m], j->w[m], j->w_row_bytes[m], r0, r1, j->n_cols, j->act, j->act_row_bytes, j->n_tokens,
              j->y[m], j->n_rows);
 }
 
 static void gate_up(const expert_mats *m, const uint8_t *act, int n_tok, float *g, float *u, int n_threads) {
-    const int tasks = (m->d_ff + ROWS_PER_TASK - 1) / ROWS_PER_TASK;
+    const int per = rows_per_task(m->d_ff, n_threads), tasks = (m->d_ff + per - 1) / per;
     pair_job j = { { m->kg, m->ku }, { m->gate, m->up }, { g, u },
                    { (size_t)(m->d_model / m->kg->block) * m->kg->type_size,
                      (size_t)(m->d_model / m->ku->block) * m->ku->type_size },
-                   act, act_row_bytes(m->kg->act, m->d_model), m->d_ff, m->d_model, n_tok, tasks };
+                   act, act_row_bytes(m->kg->act, m->d_model), m->d_ff, m->d_model, n_tok, tasks, per };
     pool_run(pair_task, &j, 2 * tasks, n_threads);
 }
 

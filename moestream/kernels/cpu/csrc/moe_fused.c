@@ -7,12 +7,11 @@
 #include "matmul.h"
 #include "threadpool.h"
 
-#define ROWS_PER_TASK 16  /* as moe.c and matmul.c split rows */
-
 typedef struct {
     const expert_mats *m;
     const fused_expert *ex;
     int row0[FUSE_MAX_ROWS + 1];  /* expert e's first scratch row */
+    int per_gate, per_down;       /* rows per task (rows_per_task) */
     int tasks_gate, tasks_down;   /* per expert: gate (as many again for up), down */
     size_t in_bytes, mid_bytes;
     const expert_scratch *s;
@@ -26,7 +25,7 @@ static void gate_up_task(void *ctx, int task) {
     const fused_job *j = ctx;
     const expert_mats *m = j->m;
     const int e = task / (2 * j->tasks_gate), rest = task % (2 * j->tasks_gate), up = rest >= j->tasks_gate;
-    const int r0 = (rest - up * j->tasks_gate) * ROWS_PER_TASK, r1 = imin(r0 + ROWS_PER_TASK, m->d_ff);
+    const int r0 = (rest - up * j->tasks_gate) * j->per_gate, r1 = imin(r0 + j->per_gate, m->d_ff);
     const qtype_kernels *k = up ? m->ku : m->kg;
     const size_t first = (size_t)j->row0[e];
     rows_dot(k, up ? j->ex[e].up : j->ex[e].gate, row_bytes(k, m->d_model), r0, r1, m->d_model,
@@ -47,17 +46,19 @@ static void swiglu_task(void *ctx, int row) {
 static void down_task(void *ctx, int task) {
     const fused_job *j = ctx;
     const expert_mats *m = j->m;
-    const int e = task / j->tasks_down, r0 = (task % j->tasks_down) * ROWS_PER_TASK;
+    const int e = task / j->tasks_down, r0 = (task % j->tasks_down) * j->per_down;
     const size_t first = (size_t)j->row0[e];
-    rows_dot(m->kd, j->ex[e].down, row_bytes(m->kd, m->d_ff), r0, imin(r0 + ROWS_PER_TASK, m->d_model), m->d_ff,
+    rows_dot(m->kd, j->ex[e].down, row_bytes(m->kd, m->d_ff), r0, imin(r0 + j->per_down, m->d_model), m->d_ff,
              j->s->act_mid + first * j->mid_bytes, j->mid_bytes, j->ex[e].n, j->s->y + first * m->d_model,
              m->d_model);
 }
 
 void experts_fused(const expert_mats *m, const fused_expert *ex, int n_experts, int k, const uint8_t *act_tokens,
                    const expert_scratch *s, const float *weights, float *rows_out, int n_threads) {
-    fused_job j = { m, ex, { 0 }, (m->d_ff + ROWS_PER_TASK - 1) / ROWS_PER_TASK,
-                    (m->d_model + ROWS_PER_TASK - 1) / ROWS_PER_TASK, act_row_bytes(m->kg->act, m->d_model),
+    /* tasks sized as if each matrix were alone, so a batch of several has plenty for the pool to balance */
+    const int per_gate = rows_per_task(m->d_ff, n_threads), per_down = rows_per_task(m->d_model, n_threads);
+    fused_job j = { m, ex, { 0 }, per_gate, per_down, (m->d_ff + per_gate - 1) / per_gate,
+                    (m->d_model + per_down - 1) / per_down, act_row_bytes(m->kg->act, m->d_model),
                     act_row_bytes(m->kd->act, m->d_ff), s };
     for (int e = 0; e < n_experts; e++) {  /* gather each pair's token row: rows of expert e from row0[e] on */
         j.row0[e + 1] = j.row0[e] + ex[e].n;
