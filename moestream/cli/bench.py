@@ -9,7 +9,7 @@ import argparse
 
 from ..engine import Engine
 from ..errors import ConfigError
-from .options import add_cache_flags, add_model_flag, engine_config, model_path
+from .options import add_cache_flags, add_draft_flags, add_model_flag, engine_config, model_path
 from .summary import print_run_summary, write_json
 
 
@@ -24,6 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "(default on, as llama-bench)")
     p.add_argument("--json", metavar="FILE", help="same as --stats-json")
     add_cache_flags(p)
+    add_draft_flags(p)
     p.set_defaults(run=run)
 
 

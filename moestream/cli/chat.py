@@ -7,7 +7,8 @@ import sys
 
 from ..engine import Engine, SamplingParams
 from .generate import print_summary, stream_completion
-from .options import add_cache_flags, add_model_flag, add_sampling_flags, engine_config, model_path, sampling_params
+from .options import (add_cache_flags, add_draft_flags, add_model_flag, add_sampling_flags, engine_config, model_path,
+                      sampling_params)
 
 EXIT_WORDS = {"/exit", "/quit"}
 
@@ -20,6 +21,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--verbose", action="store_true", help="print speed after each reply")
     add_sampling_flags(p)
     add_cache_flags(p)
+    add_draft_flags(p)
     p.set_defaults(run=run)
 
 

@@ -7,7 +7,8 @@ import sys
 
 from ..engine import Engine, GenerationStats, SamplingParams
 from ..errors import ConfigError
-from .options import add_cache_flags, add_model_flag, add_sampling_flags, engine_config, model_path, sampling_params
+from .options import (add_cache_flags, add_draft_flags, add_model_flag, add_sampling_flags, engine_config, model_path,
+                      sampling_params)
 from .summary import print_run_summary, write_json
 
 
@@ -21,6 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-echo", action="store_true", help="do not print the prompt before the completion")
     add_sampling_flags(p)
     add_cache_flags(p)
+    add_draft_flags(p)
     p.set_defaults(run=run)
 
 

@@ -11,8 +11,8 @@ import json
 import sys
 
 from ..assets import DESCRIPTION, default_model_path
-from ..engine import (CACHE_POLICIES, DEFAULT_CONTEXT_CAP, DEFAULT_THRESHOLDS, PREDICTORS, CacheConfig, EngineConfig,
-                      SamplingParams, human_bytes, parse_bytes)
+from ..engine import (CACHE_POLICIES, DEFAULT_CONTEXT_CAP, DEFAULT_THRESHOLDS, DRAFT_MODES, PREDICTORS, CacheConfig,
+                      EngineConfig, SamplingParams, human_bytes, parse_bytes)
 from ..errors import ConfigError
 
 ENGINE, CACHE, SAMPLING = EngineConfig(), CacheConfig(), SamplingParams()  # the defaults
@@ -37,10 +37,22 @@ def add_batch_flags(p: argparse.ArgumentParser) -> None:
                    help="prompt tokens per step, over all sequences still reading their prompt (default %(default)s)")
 
 
+def add_draft_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("speculative decoding")
+    g.add_argument("--draft", choices=DRAFT_MODES, default=ENGINE.draft,
+                   help="ngram: guess the next tokens from where the last few occurred earlier in the text (prompt "
+                        "lookup), verified in one batched step; pays on text that repeats its context (code edits, "
+                        "quotes). Output is the same as without it at temperature 0, and distributed the same when "
+                        "sampling (default %(default)s)")
+    g.add_argument("--draft-tokens", type=int, default=ENGINE.draft_tokens, metavar="N",
+                   help="most tokens guessed per step (default %(default)s)")
+
+
 def engine_config(args: argparse.Namespace, **fields) -> EngineConfig:
-    """The EngineConfig of the -c/-t and streaming flags; `fields` sets the others (batch limits, progress)."""
+    """The EngineConfig of the -c/-t, streaming and draft flags; `fields` sets the others (batch limits, progress)."""
     return EngineConfig(cache=cache_config(args), threads=args.threads, context_length=args.ctx_size or None,
-                        **fields)
+                        draft=getattr(args, "draft", ENGINE.draft),
+                        draft_tokens=getattr(args, "draft_tokens", ENGINE.draft_tokens), **fields)
 
 
 def batch_fields(args: argparse.Namespace) -> dict:

@@ -14,7 +14,8 @@ from ..errors import ConfigError
 from ..server.app import MAX_BODY_BYTES, create_app
 from ..server.metrics import Metrics
 from ..server.worker import EngineWorker, Served
-from .options import add_batch_flags, add_cache_flags, add_model_flag, batch_fields, engine_config, model_path
+from .options import (add_batch_flags, add_cache_flags, add_draft_flags, add_model_flag, batch_fields, engine_config,
+                      model_path)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -28,6 +29,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--shutdown-grace", type=float, default=10.0, metavar="S",
                    help="on SIGTERM, seconds to let running requests finish; new ones get 503 (default %(default)s)")
     add_cache_flags(p)
+    add_draft_flags(p)
     p.set_defaults(run=run)
 
 

@@ -28,6 +28,7 @@ def print_run_summary(r: dict) -> None:
             f" p99 {lat['p99']:.1f}; {r['reader']} reader, {'direct' if r['direct_io'] else 'buffered'}",
             _prefetch_line(r),
             _verify_line(r),
+            _pack_line(r),
             f"memory   budget {fmt_bytes(r['ram_budget_bytes'])} ({r['cache_slots']} slots of "
             f"{fmt_bytes(r['slot_bytes'])}, {fmt_bytes(r['cache_allocated_bytes'])} used), resident weights "
             f"{fmt_bytes(r['resident_bytes'])}, peak RSS {fmt_bytes(r['peak_rss_bytes'])}",
@@ -36,7 +37,22 @@ def print_run_summary(r: dict) -> None:
         experts = "experts through the memory map" if r["expert_bytes"] else "no experts (dense model)"
         lines.append(f"memory   resident weights {fmt_bytes(r['resident_bytes'])}, {experts}, "
                      f"peak RSS {fmt_bytes(r['peak_rss_bytes'])}")
+    lines.append(_draft_line(r))
     print("\n".join(line for line in lines if line), file=sys.stderr)
+
+
+def _pack_line(r: dict) -> str:
+    if not r.get("packed_experts"):
+        return ""
+    return (f"repack   {r['packed_experts']} experts rewritten into the packed layout ({r['pack_mode']}) in "
+            f"{r['pack_seconds']:.2f} s")
+
+
+def _draft_line(r: dict) -> str:
+    if r.get("draft", "off") == "off":
+        return ""
+    return (f"draft    {r['draft']}: {r['draft_tokens_accepted']} of {r['draft_tokens_proposed']} drafted tokens "
+            f"kept ({100 * r['draft_acceptance']:.0f}%)")
 
 
 def _prefetch_line(r: dict) -> str:

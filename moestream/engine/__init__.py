@@ -11,6 +11,7 @@ from ..prefetch.predictors import DEFAULT_THRESHOLDS, PREDICTORS
 from ..synth import PRESETS, QTYPES, get_preset, qtype_of, write_synth
 from ..telemetry.units import human_bytes
 from ..tokenizer import ChatTemplate, Tokenizer
+from .drafting import DRAFT_MODES
 from .generate import GenerationStats, TokenEvent
 from .llm import DEFAULT_CONTEXT_CAP, Engine, EngineConfig
 from .loader import ModelInfo, inspect_file
@@ -22,7 +23,7 @@ from .trace import read_trace
 CACHE_POLICIES = tuple(POLICIES)
 
 __all__ = [
-    "CACHE_POLICIES", "DEFAULT_CONTEXT_CAP", "DEFAULT_THRESHOLDS", "GREEDY", "POLICY_NAMES", "PREDICTORS",
+    "CACHE_POLICIES", "DEFAULT_CONTEXT_CAP", "DEFAULT_THRESHOLDS", "DRAFT_MODES", "GREEDY", "POLICY_NAMES", "PREDICTORS",
     "PRESETS", "QTYPES", "CacheConfig", "ChatTemplate", "Engine", "EngineConfig", "EngineRequest",
     "GenerationStats", "ModelInfo", "PrefetchSpec", "QueueFull", "SamplingParams", "Scheduler", "SchedulerClosed",
     "StepInfo", "TokenEvent", "TokenOut", "Tokenizer", "budget_slots", "get_preset", "hit_rates", "human_bytes",

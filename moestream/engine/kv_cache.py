@@ -46,6 +46,10 @@ class KVCache:
         """The t rows after the stored ones were written (see reserve)."""
         self.lengths[layer] += t
 
+    def truncate(self, n: int) -> None:
+        """Forget every token after the first n (speculative decoding drops the rejected draft's rows)."""
+        self.lengths = [min(length, n) for length in self.lengths]
+
     def _reserve(self, layer: int, needed: int) -> None:
         cap = self.k[layer].shape[1]
         if needed <= cap:

@@ -32,6 +32,7 @@ from ..cache.config import CacheConfig
 from ..errors import ConfigError
 from ..kernels.cpu import NativeClock
 from ..tokenizer import ChatTemplate, Tokenizer, encode_chat
+from .drafting import DRAFT_MODES, DRAFT_TOKENS
 from .generate import TokenEvent, drive, generate, request
 from .loader import LoadedModel, load_model
 from .report import StepMeter, run_summary
@@ -39,6 +40,7 @@ from .sampling import SamplingParams
 from .scheduler import MAX_BATCH, MAX_WAITING, PREFILL_CHUNK, Scheduler
 from .trace import RoutingRecorder, trace_header
 
+MAX_DRAFT_TOKENS = 15  # a verify step feeds 1 + draft tokens: the native attention step takes segments of <= 16
 DEFAULT_CONTEXT_CAP = 4096  # without --ctx-size: the model's context, at most this (KV caches grow on demand)
 
 
@@ -51,6 +53,8 @@ class EngineConfig:
     max_queue: int = MAX_WAITING  # requests waiting for a slot before QueueFull
     prefill_chunk: int = PREFILL_CHUNK  # prompt tokens per step
     progress: bool = True  # a progress bar while loading large resident weights
+    draft: str = "off"  # speculative decoding: "off" or "ngram" (prompt lookup, engine/drafting.py)
+    draft_tokens: int = DRAFT_TOKENS  # most tokens drafted per step
 
     def __post_init__(self) -> None:
         if not isinstance(self.cache, CacheConfig):
@@ -60,6 +64,12 @@ class EngineConfig:
         _at_least(self.max_batch, 1, "--max-batch")
         _at_least(self.max_queue, 0, "--max-queue")
         _at_least(self.prefill_chunk, 1, "--prefill-chunk")
+        if self.draft not in DRAFT_MODES:
+            raise ConfigError(f"unknown --draft {self.draft!r}; choose {' or '.join(DRAFT_MODES)}")
+        _at_least(self.draft_tokens, 1, "--draft-tokens")
+        if self.draft_tokens > MAX_DRAFT_TOKENS:
+            raise ConfigError(f"--draft-tokens must be at most {MAX_DRAFT_TOKENS} (one verify step of a sequence "
+                              f"is a segment of at most 16 tokens), got {self.draft_tokens}")
 
 
 def _at_least(value: int | None, least: int, flag: str) -> None:
@@ -77,7 +87,7 @@ class Engine:
         self.lm, self.config = lm, config
         self.context_length = config.context_length or min(lm.args.context_length, DEFAULT_CONTEXT_CAP)
         self.scheduler = Scheduler(lm.model, self.context_length, config.max_batch, config.max_queue,
-                                   config.prefill_chunk)
+                                   config.prefill_chunk, draft=config.draft, draft_tokens=config.draft_tokens)
         self._meter = StepMeter(lm.cache)  # decode steps of every generate() call
         self._prompt_tokens, self._prefill_seconds = 0, 0.0
 
@@ -147,7 +157,14 @@ class Engine:
 
     def summary(self) -> dict:
         """The run summary of every generate() so far: speed, cache, I/O, memory (report.py)."""
-        return run_summary(self.lm, self._prompt_tokens, self._prefill_seconds, self._meter)
+        return run_summary(self.lm, self._prompt_tokens, self._prefill_seconds, self._meter) | self._draft_summary(
+            self.scheduler)
+
+    def _draft_summary(self, sched: Scheduler) -> dict:
+        """Speculative decoding: the mode, tokens drafted, and the share of them the model kept."""
+        return {"draft": self.config.draft, "draft_tokens_proposed": sched.drafted,
+                "draft_tokens_accepted": sched.accepted,
+                "draft_acceptance": sched.accepted / sched.drafted if sched.drafted else 0.0}
 
     def bench(self, n_prompt: int, n_decode: int, seed: int, warmup: bool = True) -> dict:
         """Prefill a random `n_prompt`-token prompt in one step, then time `n_decode` decode steps sampling at
@@ -159,18 +176,19 @@ class Engine:
             raise ConfigError(f"bench needs at least one prompt and one decode token, got {n_prompt} and {n_decode}")
         if warmup:
             self._bench_run(n_prompt, min(n_decode, 4), seed + 1)
-        prefill, meter, native0 = self._bench_run(n_prompt, n_decode, seed)
-        result = run_summary(self.lm, n_prompt, prefill, meter)
+        prefill, meter, native0, sched = self._bench_run(n_prompt, n_decode, seed)
+        result = run_summary(self.lm, n_prompt, prefill, meter) | self._draft_summary(sched)
         result["seed"], result["warmup"] = seed, warmup
         # decode time outside the native kernels: torch attention/norms/router, Python, and waiting on reads
         result["outside_native_us_per_token"] = 1e6 * (meter.steps.total - (NativeClock.seconds - native0)) / n_decode
         return result
 
-    def _bench_run(self, n_prompt: int, n_decode: int, seed: int) -> tuple[float, StepMeter, float]:
-        """(prefill seconds, decode step meter, NativeClock at the first decode step)."""
+    def _bench_run(self, n_prompt: int, n_decode: int, seed: int) -> tuple[float, StepMeter, float, Scheduler]:
+        """(prefill seconds, decode step meter, NativeClock at the first decode step, the scheduler)."""
         prompt = torch.randint(0, self.model.vocab_size, (n_prompt,), generator=torch.Generator().manual_seed(seed))
         # a scheduler sized for this run: the whole prompt in one step, the context just long enough
-        sched = Scheduler(self.model, n_prompt + n_decode + 1, 1, 1, n_prompt)
+        sched = Scheduler(self.model, n_prompt + n_decode + 1, 1, 1, n_prompt, draft=self.config.draft,
+                          draft_tokens=self.config.draft_tokens)
         params = SamplingParams(temperature=1.0, top_k=0, top_p=1.0, min_p=0.0, seed=seed)
         events = drive(sched, request(prompt.tolist(), params, n_decode + 1))
         t0 = time.perf_counter()
@@ -179,7 +197,7 @@ class Engine:
         meter, native0 = StepMeter(self.cache), NativeClock.seconds
         for _ in events:
             meter.lap()
-        return prefill, meter, native0
+        return prefill, meter, native0, sched
 
     def record_routing(self, out: IO[str], ahead: int = 0) -> RoutingRecorder:
         """Write a routing-trace header to `out`, then record every MoE layer's routing of every step there

@@ -74,6 +74,7 @@ def cache_summary(cache: ExpertCache) -> dict:
         "read_latency_ms": s.read_latency.summary(1e3), "io_wait_seconds": s.io_wait_seconds,
         "routing_counts": [[s.routed.get((layer, e), 0) for e in range(cache.store.n_experts)]
                            for layer in range(cache.store.n_layers)],
+        "pack_mode": cache.pack_mode, "packed_experts": s.packed_experts, "pack_seconds": s.pack_seconds,
         **prefetch_summary(cache), **verify_summary(cache),
     }
 

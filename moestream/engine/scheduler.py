@@ -11,7 +11,13 @@ This step is the only decode loop: the server's engine thread drives it through 
 (`moestream generate`, `chat`, `trace`, `bench`, Engine.generate) submits a request and calls `step()` in its own
 thread until the request ends (engine/generate.py), so batching, sampling and stopping rules exist once. A
 request is checked when it is submitted (an empty prompt would never be ready to sample; one as long as the
-context would overflow its KV cache), not when it is admitted, so the caller gets the error, not the batch."""
+context would overflow its KV cache), not when it is admitted, so the caller gets the error, not the batch.
+
+Speculative decoding (`draft="ngram"`, engine/drafting.py): a decoding sequence may feed its last token plus a few
+guessed ones; the step's logits for all of them verify the guesses (Sampler.verify: the same tokens as plain
+decoding at temperature 0, the same distribution when sampling), the kept ones and one more token are emitted in
+that step, and the KV rows of the rejected guesses are dropped. Everything else in the step is unchanged: the
+guesses are just more tokens of that sequence's segment, batched with everyone else's."""
 
 from __future__ import annotations
 
@@ -25,6 +31,7 @@ import torch
 
 from ..errors import ConfigError, MoestreamError, QueueFull, SchedulerClosed
 from ..models.decoder import DecoderModel
+from .drafting import DRAFT_TOKENS, Drafter, make_drafter
 from .sampling import Sampler, SamplingParams
 from .sequence import Sequence, forward, new_sequence
 
@@ -66,6 +73,8 @@ class _Slot:
     sampler: Sampler
     fed: int = 0  # tokens of seq.tokens already in the KV cache
     generated: int = 0
+    drafter: Drafter | None = None
+    draft: list[int] | None = None  # tokens guessed after seq.tokens, fed this step to be verified
 
 
 @dataclass
@@ -78,8 +87,12 @@ class StepInfo:
 class Scheduler:
     def __init__(self, model: DecoderModel, context_length: int, max_batch: int = MAX_BATCH,
                  max_waiting: int = MAX_WAITING, prefill_tokens: int = PREFILL_CHUNK,
-                 on_step: Callable[[StepInfo], None] | None = None):
+                 on_step: Callable[[StepInfo], None] | None = None, draft: str = "off",
+                 draft_tokens: int = DRAFT_TOKENS):
         self.model, self.context_length = model, context_length
+        self.draft, self.draft_tokens = draft, draft_tokens
+        make_drafter(draft)  # an unknown mode fails here, not at the first request
+        self.drafted = self.accepted = 0  # speculative decoding: tokens proposed, and proposed then kept
         self.max_batch, self.max_waiting, self.prefill_tokens = max_batch, max_waiting, prefill_tokens
         self.on_step = on_step
         self._waiting: deque[EngineRequest] = deque()
@@ -150,10 +163,12 @@ class Scheduler:
             error = str(exc) if isinstance(exc, MoestreamError) else f"{type(exc).__name__}: {exc}"
             self._finish_running("error", error, exc)
             return
-        for (slot, n), row in zip(work, logits):
+        for (slot, n), rows in zip(work, logits):
             slot.fed += n
-            if row is not None:
-                self._sample(slot, row)
+            if rows is not None and slot.draft:
+                self._verify(slot, rows)
+            elif rows is not None:
+                self._sample(slot, rows[0])
         self._running = [s for s in self._running if s.req is not None]
         if self.on_step:
             self.on_step(StepInfo(time.perf_counter() - t0, len(work), sum(n for _, n in work)))
@@ -166,7 +181,7 @@ class Scheduler:
                     req.on_event(TokenOut(None, finish_reason="cancelled"))
                     continue
                 seq = new_sequence(self.model, req.prompt, self.context_length)
-                self._running.append(_Slot(req, seq, Sampler(req.params)))
+                self._running.append(_Slot(req, seq, Sampler(req.params), drafter=make_drafter(self.draft)))
 
     def _drop_cancelled(self) -> None:
         for slot in self._running:
@@ -180,26 +195,61 @@ class Scheduler:
         budget, work = self.prefill_tokens, []
         for slot in self._running:
             unfed = len(slot.seq.tokens) - slot.fed
-            n = unfed if slot.generated else min(unfed, budget)
+            n = unfed + self._propose(slot) if slot.generated else min(unfed, budget)
             if not slot.generated:
                 budget -= n
             if n > 0:
                 work.append((slot, n))
         return work
 
+    def _propose(self, slot: _Slot) -> int:
+        """Draft tokens for a decoding slot (speculative decoding), within its token and context limits."""
+        slot.draft = None
+        if slot.drafter is None:
+            return 0
+        room = min(self.draft_tokens, slot.req.max_new_tokens - slot.generated - 1,
+                   self.context_length - len(slot.seq.tokens) - 1)
+        slot.draft = slot.drafter.propose(slot.seq.tokens, room) if room > 0 else []
+        self.drafted += len(slot.draft)
+        return len(slot.draft)
+
     def _forward(self, work: list[tuple[_Slot, int]]) -> list[torch.Tensor | None]:
-        """One forward pass over every slot's new tokens; logits [V] for slots whose input is complete."""
-        feeds = [(slot.seq.kv, slot.seq.tokens[slot.fed: slot.fed + n]) for slot, n in work]
-        ready = [i for i, (slot, n) in enumerate(work) if slot.fed + n == len(slot.seq.tokens)]
-        rows = forward(self.model, feeds, ready)
+        """One forward pass over every slot's new tokens (a draft after them); logits [1 + draft, V] for slots whose
+        input is complete."""
+        inputs = [slot.seq.tokens + slot.draft if slot.draft else slot.seq.tokens for slot, _ in work]
+        feeds = [(slot.seq.kv, tokens[slot.fed: slot.fed + n]) for (slot, n), tokens in zip(work, inputs)]
+        ready = [i for i, (slot, n) in enumerate(work) if slot.fed + n == len(inputs[i])]
+        counts = [1 + len(work[i][0].draft or ()) for i in ready]
+        rows = forward(self.model, feeds, ready, counts).split(counts)
         out: list[torch.Tensor | None] = [None] * len(work)
         for i, row in zip(ready, rows):
             out[i] = row
         return out
 
+    def _verify(self, slot: _Slot, rows: torch.Tensor) -> None:
+        """Speculative decoding: keep the draft's tokens up to the first the model does not agree with (at temperature
+        0 exactly the tokens plain decoding gives), then one token of the model's own; drop the KV rows of the rest.
+        rows: logits [1 + draft, V], row i for the position after the i-th fed token."""
+        draft, slot.draft = slot.draft, None
+        kept = slot.fed - len(draft)  # KV rows of seq.tokens; each accepted guess adds one
+        for i, row in enumerate(rows):
+            if i < len(draft):
+                token, ok = slot.sampler.verify(row, slot.seq.tokens, draft[i])
+            else:
+                token, ok = slot.sampler(row, slot.seq.tokens), False
+            self._emit(slot, token, row)
+            if not ok or slot.req is None:
+                break
+            kept += 1
+            self.accepted += 1
+        slot.fed = kept
+        slot.seq.kv.truncate(kept)
+
     def _sample(self, slot: _Slot, logits: torch.Tensor) -> None:
+        self._emit(slot, slot.sampler(logits, slot.seq.tokens), logits)
+
+    def _emit(self, slot: _Slot, token: int, logits: torch.Tensor) -> None:
         req = slot.req
-        token = slot.sampler(logits, slot.seq.tokens)
         slot.seq.tokens.append(token)
         slot.generated += 1
         logprob, top = _logprobs(logits, token, req.top_logprobs)

@@ -30,9 +30,11 @@ def new_sequence(model: DecoderModel, prompt: list[int], context_length: int) ->
     return Sequence(list(prompt), KVCache(a.n_layers, a.n_kv_heads, a.head_dim, context_length))
 
 
-def forward(model: DecoderModel, feeds: list[tuple[KVCache, list[int]]], wanted: list[int]) -> torch.Tensor:
+def forward(model: DecoderModel, feeds: list[tuple[KVCache, list[int]]], wanted: list[int],
+            counts: list[int] | None = None) -> torch.Tensor:
     """One forward pass over every (kv, new tokens) feed, each placed after what its kv holds; logits
-    [len(wanted), V] of the last new token of each feed index in `wanted` (empty when none is wanted)."""
+    [sum(counts), V] of the last counts[j] new tokens (default 1) of each feed index wanted[j], in order (empty when
+    none is wanted). Several rows of one feed: a speculative step verifying its draft."""
     tokens, segments, start = [], [], 0
     for kv, new in feeds:
         tokens += new
@@ -41,7 +43,9 @@ def forward(model: DecoderModel, feeds: list[tuple[KVCache, list[int]]], wanted:
     hidden = model.forward(torch.tensor(tokens), segments)  # [T, D]
     if not wanted:
         return hidden.new_empty(0, model.vocab_size)
-    return model.logits(hidden[[segments[i].start + segments[i].length - 1 for i in wanted]])
+    counts = counts or [1] * len(wanted)
+    ends = [segments[i].start + segments[i].length for i in wanted]
+    return model.logits(hidden[[r for end, c in zip(ends, counts) for r in range(end - c, end)]])
 
 
 def forward_logits(model: DecoderModel, seq: Sequence, new_tokens: list[int]) -> torch.Tensor:
