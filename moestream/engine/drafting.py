@@ -6,7 +6,14 @@ repeats what came before: code edits, quotes of a document being summarised, JSO
 repeats nothing it proposes nothing, and decoding runs as without it.
 
 Each sequence gets its own NgramDrafter; `propose` is O(draft length) per step: an index maps every n-gram seen to
-where its latest occurrence ended, and is extended by the tokens appended since the last call."""
+where its latest occurrence ended, and is extended by the tokens appended since the last call.
+
+Guessing adapts to what the model keeps (`feedback`): verifying a guess is not free on a MoE model, since every
+extra token of the step may route to experts the step would not otherwise read (on the 8-layer Mixtral-shaped file
+nine tokens touch most of a layer's eight experts, one token two), so a sequence whose guesses keep failing costs
+more than it saves (measured: 0.3-0.8x with 0-12 % kept, docs/benchmarks.md). After a fully kept draft the next may
+be twice as long; after a partly kept one, one longer than what was kept; after a rejected one, the sequence stops
+guessing for 2, 4, 8 ... (at most COOLDOWN_MAX) steps."""
 
 from __future__ import annotations
 
@@ -15,6 +22,7 @@ from typing import Protocol
 DRAFT_MODES = ("off", "ngram")
 DRAFT_TOKENS = 8  # most tokens proposed per step (the native layer steps take segments of up to 16)
 MAX_NGRAM = 3
+COOLDOWN_MAX = 32  # steps without guesses after repeated rejections, at most
 
 
 class Drafter(Protocol):
@@ -22,14 +30,35 @@ class Drafter(Protocol):
         """At most `limit` guesses of the tokens that follow `tokens` (the whole sequence so far)."""
         ...
 
+    def feedback(self, proposed: int, accepted: int) -> None:
+        """How many of the last proposal's guesses the model kept."""
+        ...
+
 
 class NgramDrafter:
-    def __init__(self, max_ngram: int = MAX_NGRAM):
-        self.max_ngram = max_ngram
+    def __init__(self, max_ngram: int = MAX_NGRAM, max_length: int = DRAFT_TOKENS):
+        self.max_ngram, self.max_length = max_ngram, max_length
         self._ends: dict[tuple[int, ...], int] = {}  # n-gram -> index just after its latest occurrence
         self._indexed = 0  # tokens[:_indexed] have had every n-gram ending in them recorded
+        self.length = max_length  # most guesses the next proposal may make
+        self._cooldown = self._rejections = 0
+
+    def feedback(self, proposed: int, accepted: int) -> None:
+        if proposed == 0:
+            return
+        if accepted == 0:
+            self._rejections += 1
+            self._cooldown = min(COOLDOWN_MAX, 2 ** self._rejections)
+            self.length = 1
+            return
+        self._rejections = 0
+        self.length = min(self.max_length, 2 * proposed if accepted == proposed else accepted + 1)
 
     def propose(self, tokens: list[int], limit: int) -> list[int]:
+        if self._cooldown:
+            self._cooldown -= 1
+            return []
+        limit = min(limit, self.length)
         if limit <= 0 or len(tokens) < 2:
             return []
         self._index(tokens, len(tokens) - 1)  # everything but the newest token, so its own n-grams don't match
@@ -51,9 +80,9 @@ class NgramDrafter:
         self._indexed = max(self._indexed, upto)
 
 
-def make_drafter(mode: str) -> Drafter | None:
+def make_drafter(mode: str, max_length: int = DRAFT_TOKENS) -> Drafter | None:
     if mode == "off":
         return None
     if mode == "ngram":
-        return NgramDrafter()
+        return NgramDrafter(max_length=max_length)
     raise ValueError(f"unknown draft mode {mode!r}")

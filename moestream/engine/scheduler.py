@@ -181,7 +181,7 @@ class Scheduler:
                     req.on_event(TokenOut(None, finish_reason="cancelled"))
                     continue
                 seq = new_sequence(self.model, req.prompt, self.context_length)
-                self._running.append(_Slot(req, seq, Sampler(req.params), drafter=make_drafter(self.draft)))
+                self._running.append(_Slot(req, seq, Sampler(req.params), drafter=make_drafter(self.draft, self.draft_tokens)))
 
     def _drop_cancelled(self) -> None:
         for slot in self._running:
@@ -231,7 +231,7 @@ class Scheduler:
         0 exactly the tokens plain decoding gives), then one token of the model's own; drop the KV rows of the rest.
         rows: logits [1 + draft, V], row i for the position after the i-th fed token."""
         draft, slot.draft = slot.draft, None
-        kept = slot.fed - len(draft)  # KV rows of seq.tokens; each accepted guess adds one
+        start = kept = slot.fed - len(draft)  # KV rows of seq.tokens; each accepted guess adds one
         for i, row in enumerate(rows):
             if i < len(draft):
                 token, ok = slot.sampler.verify(row, slot.seq.tokens, draft[i])
@@ -242,6 +242,7 @@ class Scheduler:
                 break
             kept += 1
             self.accepted += 1
+        slot.drafter.feedback(len(draft), kept - start)
         slot.fed = kept
         slot.seq.kv.truncate(kept)
 

@@ -47,6 +47,25 @@ def test_prompt_lookup_matches_a_brute_force_scan():
     assert NgramDrafter().propose([5, 6, 7, 8], 4) == []  # nothing repeats: no draft
 
 
+def test_guessing_backs_off_after_rejections_and_grows_after_hits():
+    drafter, tokens = NgramDrafter(max_length=8), list(range(10)) * 3  # a repeat of 10 tokens to copy
+    assert len(drafter.propose(tokens, 8)) == 8
+    drafter.feedback(8, 0)  # all rejected: no guesses for 2 steps, then one at a time
+    assert drafter.propose(tokens, 8) == [] and drafter.propose(tokens, 8) == []
+    assert len(drafter.propose(tokens, 8)) == 1
+    drafter.feedback(1, 0)  # rejected again: 4 steps without
+    assert [drafter.propose(tokens, 8) for _ in range(4)] == [[]] * 4
+    drafter.feedback(0, 0)  # nothing proposed: nothing learned
+    assert len(drafter.propose(tokens, 8)) == 1
+    drafter.feedback(1, 1)  # kept in full: twice as long next time, up to the most allowed
+    assert len(drafter.propose(tokens, 8)) == 2
+    drafter.feedback(2, 2)
+    drafter.feedback(4, 4)
+    assert len(drafter.propose(tokens, 8)) == 8
+    drafter.feedback(8, 3)  # partly kept: one more than what was kept
+    assert len(drafter.propose(tokens, 8)) == 4
+
+
 @pytest.mark.parametrize("arch", ["mixtral", "qwen3moe"])
 def test_greedy_output_is_identical_with_drafts(arch):
     path = gguf_path(arch, "q8_0")
