@@ -44,6 +44,11 @@ def run(engine: Engine, prompt: list[int], n: int) -> tuple[list[int], float]:
     return tokens, (len(tokens) - 1) / (time.perf_counter() - t0) if len(tokens) > 1 else 0.0
 
 
+def cache_counts(engine: Engine) -> list[int]:
+    s = engine.cache.stats if engine.cache is not None else None
+    return [s.hits, s.lookups, s.bytes_read] if s else [0, 0, 0]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("-m", "--model", default=str(default_model_path()))
@@ -58,11 +63,14 @@ def main() -> None:
     for name, text in PROMPTS.items():
         prompt = engines["off"].encode_chat([{"role": "user", "content": text}])
         tps, outputs, kept = {"off": [], "ngram": []}, {}, []
+        hits = {"off": [0, 0, 0], "ngram": [0, 0, 0]}  # hits, lookups, bytes read (of the timed runs)
         for r in range(args.rounds):
             for arm in (("off", "ngram") if r % 2 == 0 else ("ngram", "off")):
                 sched = engines[arm].scheduler
                 before = (sched.drafted, sched.accepted)
+                cache0 = cache_counts(engines[arm])
                 tokens, rate = run(engines[arm], prompt, args.tokens)
+                hits[arm] = [a + b - c for a, b, c in zip(hits[arm], cache_counts(engines[arm]), cache0)]
                 tps[arm].append(rate)
                 outputs.setdefault(arm, tokens)
                 if arm == "ngram":
@@ -71,12 +79,16 @@ def main() -> None:
         accepted, drafted = sum(a for a, _ in kept), sum(d for _, d in kept)
         row = {"prompt": name, "tps_off": statistics.median(tps["off"]), "tps_ngram": statistics.median(tps["ngram"]),
                "drafted": drafted, "accepted": accepted, "acceptance": accepted / drafted if drafted else 0.0,
-               "identical": outputs["off"] == outputs["ngram"], "rounds_off": tps["off"], "rounds_ngram": tps["ngram"]}
+               "identical": outputs["off"] == outputs["ngram"], "rounds_off": tps["off"], "rounds_ngram": tps["ngram"],
+               **{f"hit_rate_{arm}": h / n if n else 0.0 for arm, (h, n, _) in hits.items()},
+               **{f"bytes_read_{arm}": b for arm, (_, _, b) in hits.items()}}
         row["speedup"] = row["tps_ngram"] / row["tps_off"] if row["tps_off"] else 0.0
         rows.append(row)
         print(f"{name:<26} off {row['tps_off']:7.2f} tok/s  ngram {row['tps_ngram']:7.2f} tok/s  "
               f"x{row['speedup']:.2f}  kept {accepted}/{drafted} ({100 * row['acceptance']:.0f}%)  "
-              f"identical {row['identical']}", flush=True)
+              f"identical {row['identical']}  hit rate off {100 * row['hit_rate_off']:.0f}% ngram "
+              f"{100 * row['hit_rate_ngram']:.0f}%, read off {row['bytes_read_off'] / 2**20:.0f} MiB ngram "
+              f"{row['bytes_read_ngram'] / 2**20:.0f} MiB", flush=True)
     for engine in engines.values():
         engine.close()
     if args.json:
