@@ -435,6 +435,25 @@ class ExpertCache:
 
     # -- set-up and inspection ----------------------------------------------------------------------------------
 
+    @property
+    def holds_all(self) -> bool:
+        """The budget has a slot for every expert of the model."""
+        return self.pool.n_slots >= self.store.n_layers * self.store.n_experts
+
+    def preload(self, on_layer=None) -> None:
+        """Read every expert not cached yet (only when the budget holds them all: otherwise it would evict what it
+        just read); on_layer(layer) after each layer, for progress."""
+        if not self.holds_all:
+            raise ConfigError(f"cannot preload: the budget holds {self.pool.n_slots} of "
+                              f"{self.store.n_layers * self.store.n_experts} experts")
+        routed = Counter(self.stats.routed)  # a preload is not routing: the profile (--stats-json) stays the model's
+        for layer in range(self.store.n_layers):
+            for _ in self.acquire(layer, list(range(self.store.n_experts))):
+                pass
+            if on_layer is not None:
+                on_layer(layer)
+        self.stats.routed = routed
+
     def pin(self, keys: list[Key], n_used: int) -> None:
         """Load `keys` now and keep them for the whole run; the rest of the budget stays for streaming."""
         if len(keys) + n_used > self.pool.n_slots:

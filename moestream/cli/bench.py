@@ -20,8 +20,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-p", "--prompt-tokens", type=int, default=512, help="prompt length (default %(default)s)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--warmup", action=argparse.BooleanOptionalAction, default=True,
-                   help="first run the same shape once, untimed, so first reads and packing are not counted "
-                        "(default on, as llama-bench)")
+                   help="first read every expert when the budget holds them all, then run the same shape once, "
+                        "untimed, so first reads and packing are not counted (default on; llama-bench also warms up)")
     p.add_argument("--json", metavar="FILE", help="same as --stats-json")
     add_cache_flags(p)
     add_draft_flags(p)

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import IO, Iterator
 
 import torch
+from tqdm import tqdm
 
 from ..cache.config import CacheConfig
 from ..errors import ConfigError
@@ -169,12 +170,14 @@ class Engine:
     def bench(self, n_prompt: int, n_decode: int, seed: int, warmup: bool = True) -> dict:
         """Prefill a random `n_prompt`-token prompt in one step, then time `n_decode` decode steps sampling at
         temperature 1 (so routing varies as in real use); the run summary of those, with the seed and the decode
-        time spent outside native kernels. `warmup` first runs the same shape once on another random prompt,
-        untimed (as llama-bench does), so the cache holds what such a run keeps and one-time costs (first reads,
-        packing, buffer growth) are not counted; the summary's cache and I/O counters cover both runs."""
+        time spent outside native kernels. `warmup` first reads every expert into the cache when the budget holds
+        them all (the regime "experts in RAM" that llama.cpp's page cache gives it), then runs the same shape once
+        on another random prompt, untimed (as llama-bench does), so one-time costs (first reads, packing, buffer
+        growth) are not counted; the summary's cache and I/O counters cover all of it."""
         if n_prompt < 1 or n_decode < 1:
             raise ConfigError(f"bench needs at least one prompt and one decode token, got {n_prompt} and {n_decode}")
         if warmup:
+            self._preload()
             self._bench_run(n_prompt, min(n_decode, 4), seed + 1)
         prefill, meter, native0, sched = self._bench_run(n_prompt, n_decode, seed)
         result = run_summary(self.lm, n_prompt, prefill, meter) | self._draft_summary(sched)
@@ -182,6 +185,14 @@ class Engine:
         # decode time outside the native kernels: torch attention/norms/router, Python, and waiting on reads
         result["outside_native_us_per_token"] = 1e6 * (meter.steps.total - (NativeClock.seconds - native0)) / n_decode
         return result
+
+    def _preload(self) -> None:
+        cache = self.cache
+        if cache is None or not cache.holds_all:
+            return
+        n = cache.store.n_layers
+        with tqdm(total=n, unit="layer", desc="reading every expert", disable=not self.config.progress) as bar:
+            cache.preload(on_layer=lambda layer: bar.update(1))
 
     def _bench_run(self, n_prompt: int, n_decode: int, seed: int) -> tuple[float, StepMeter, float, Scheduler]:
         """(prefill seconds, decode step meter, NativeClock at the first decode step, the scheduler)."""

@@ -146,9 +146,7 @@ def _build(info: ModelInfo, resident: dict[str, QuantWeight], source, threads: i
 def _install_packer(model: DecoderModel, expert_cache, repack: str) -> None:
     """--repack: "on" packs every expert as it is read; "auto" does so when the cache holds the whole model, else
     packs the hot ones (cache/expert_cache.py says why)."""
-    store = expert_cache.store
-    holds_all = expert_cache.pool.n_slots >= store.n_layers * store.n_experts
-    mode = {"on": "read", "off": "off"}.get(repack, "read" if holds_all else "hot")
+    mode = {"on": "read", "off": "off"}.get(repack, "read" if expert_cache.holds_all else "hot")
     expert_cache.set_packer(model.compute.pack_expert, mode)
 
 

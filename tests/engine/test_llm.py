@@ -5,6 +5,8 @@ included; bench measures through the same step, deterministically under a seed."
 
 from __future__ import annotations
 
+from collections import Counter
+
 import os
 import subprocess
 import sys
@@ -137,6 +139,18 @@ def test_bench_measures_through_the_step_and_is_seeded():
     assert (first["prompt_tokens"], first["decode_tokens"], first["seed"]) == (9, 5, 3)
     assert first["decode_tps"] > 0 and first["prefill_tps"] > 0 and "outside_native_us_per_token" in first
     assert first["routing_counts"] == again["routing_counts"] != other["routing_counts"]
+    a = e.args  # the warm-up read every expert (they all fit)
+    assert first["cache_allocated_bytes"] == a.n_layers * a.n_experts * first["slot_bytes"]
+
+
+def test_preload_reads_every_expert_without_counting_it_as_routing():
+    with open_engine() as e:
+        list(e.generate([1, 5, 9], GREEDY, 3))
+        routed, cache = Counter(e.cache.stats.routed), e.cache
+        assert cache.holds_all and cache.resident_experts < e.args.n_layers * e.args.n_experts
+        cache.preload()
+        assert cache.resident_experts == e.args.n_layers * e.args.n_experts
+        assert cache.stats.routed == routed
     with open_engine() as e, pytest.raises(ConfigError):
         e.bench(0, 5, 0)
 

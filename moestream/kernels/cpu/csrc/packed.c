@@ -44,7 +44,10 @@ static void pack_task(void *ctx, int task) {
     pack_job *j = ctx;
     const size_t group_bytes = 8 * j->row_bytes;
     uint8_t *tmp = j->src == j->dst ? malloc(group_bytes) : NULL;
-    if (j->src == j->dst && !tmp) { j->failed = 1; return; }  /* a byte store: racing writers all store 1 */
+    if (j->src == j->dst && !tmp) {
+        __atomic_store_n(&j->failed, 1, __ATOMIC_RELAXED);  /* several tasks may fail at once */
+        return;
+    }
     for (int g = task * j->per_task; g < j->groups && g < (task + 1) * j->per_task; g++) {
         const uint8_t *from = j->src + g * group_bytes;
         if (tmp) from = memcpy(tmp, from, group_bytes);
@@ -64,7 +67,7 @@ int pack_rows8(int type, const void *src, void *dst, int rows, int cols, int n_t
     const int tasks = j.groups < 8 * n_threads ? j.groups : 8 * n_threads;
     j.per_task = (j.groups + tasks - 1) / tasks;
     pool_run(pack_task, &j, (j.groups + j.per_task - 1) / j.per_task, n_threads);
-    return j.failed ? -2 : 0;
+    return __atomic_load_n(&j.failed, __ATOMIC_RELAXED) ? -2 : 0;
 }
 
 /* ---- generic kernels (any CPU; the AVX2 tier replaces them) ------------------------------------------------ */
