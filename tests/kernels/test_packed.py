@@ -123,3 +123,36 @@ def test_generic_tier_packed_kernels_are_bit_identical_too():
     env = dict(os.environ, MOESTREAM_KERNEL_TIER="generic")
     result = subprocess.run([sys.executable, "-c", GENERIC_CHECK], env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0 and "generic ok" in result.stdout, result.stderr
+
+
+def test_pack_entry_point_refuses_hostile_sizes_and_types():
+    w = quantized_weight(Q.Q4_0, 16, 64)
+    src, dst = w.raw.data_ptr(), torch.empty_like(w.raw).data_ptr()
+    for type_, rows, cols in ((int(Q.Q4_0), 0, 64), (int(Q.Q4_0), -8, 64), (int(Q.Q4_0), 16, 0),
+                              (int(Q.Q4_0), 16, 48), (int(Q.Q4_0), 12, 64), (int(Q.Q4_K), 16, 256), (-1, 16, 64),
+                              (999, 16, 64)):
+        with pytest.raises(ValueError):
+            cpu._native.pack_rows8(type_, src, dst, rows, cols, 2)
+    with pytest.raises(ValueError):
+        cpu._native.pack_rows8(int(Q.Q4_0), 0, dst, 16, 64, 2)  # a null address
+    assert torch.equal(w.raw, quantized_weight(Q.Q4_0, 16, 64).raw)  # refused calls wrote nothing
+
+
+def test_packing_from_several_threads_at_once_gives_the_reference_bytes():
+    import threading
+
+    weights = [quantized_weight(q, 256, 512, seed=s) for s in range(4) for q in PACKABLE]
+    out: dict[int, torch.Tensor] = {}
+
+    def work(i: int) -> None:
+        for _ in range(5):
+            out[i] = cpu.pack(QuantWeight(weights[i].raw.clone(), weights[i].qtype, weights[i].shape), 2,
+                              in_place=i % 2 == 0).raw
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(weights))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for i, w in enumerate(weights):
+        assert torch.equal(out[i], packed.pack(w.raw, w.qtype, w.shape)), i
