@@ -95,7 +95,8 @@ def prompt_ids(vocab: int, n: int, seed: int) -> list[int]:
 def run_ours(cg: MemoryCgroup, args, device: str, seed: int) -> dict:
     with tempfile.NamedTemporaryFile(suffix=".json") as out:
         cmd = [sys.executable, "-m", "moestream", "bench", "-m", args.model, "--ram-budget", args.budget,
-               "-p", str(args.prompt_tokens), "-n", str(args.decode), "--seed", str(seed), "--stats-json", out.name]
+               "-p", str(args.prompt_tokens), "-n", str(args.decode), "--seed", str(seed), "--stats-json", out.name,
+               "--no-warmup"]  # a warm-up decodes the same seeded request: it would leave exactly its experts cached
         before = disk_bytes_read(device)
         proc = subprocess.run(cg.wrap(cmd), capture_output=True, text=True, timeout=3600)
         if proc.returncode:
