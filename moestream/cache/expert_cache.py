@@ -60,7 +60,7 @@ class ExpertCache:
         self.store, self.reader, self.chunk_bytes = store, reader, chunk_bytes
         self.verifier = ExpertVerifier(reader.file.path) if verify else None
         self.layout = SlotLayout(store)
-        self.pool = RamPool(budget, self.layout.slot_size, store.n_layers * store.n_experts)
+        self.pool = RamPool(budget, self.layout.slot_size, store.n_total)
         self.policy = policy or LRU()
         self.stats = CacheStats()
         self._entries: dict[Key, Entry] = {}
@@ -399,16 +399,16 @@ class ExpertCache:
     @property
     def holds_all(self) -> bool:
         """The budget has a slot for every expert of the model."""
-        return self.pool.n_slots >= self.store.n_layers * self.store.n_experts
+        return self.pool.n_slots >= self.store.n_total
 
     def preload(self, on_layer=None) -> None:
         """Read every expert not cached yet (only when the budget holds them all: otherwise it would evict what it
         just read); on_layer(layer) after each layer, for progress."""
         if not self.holds_all:
             raise ConfigError(f"cannot preload: the budget holds {self.pool.n_slots} of "
-                              f"{self.store.n_layers * self.store.n_experts} experts")
+                              f"{self.store.n_total} experts")
         routed = Counter(self.stats.routed)  # a preload is not routing: the profile (--stats-json) stays the model's
-        for layer in range(self.store.n_layers):
+        for layer in self.store.layers:
             for _ in self.acquire(layer, list(range(self.store.n_experts))):
                 pass
             if on_layer is not None:
@@ -433,9 +433,9 @@ class ExpertCache:
                 self.policy.removed((layer, e))
 
     def _check_key(self, layer: int, e: int) -> None:
-        if not (0 <= layer < self.store.n_layers and 0 <= e < self.store.n_experts):
-            raise ConfigError(f"cannot pin expert {e} of layer {layer}: the model has {self.store.n_layers} layers "
-                              f"of {self.store.n_experts} experts")
+        if not (layer in self.store.layers and 0 <= e < self.store.n_experts):
+            raise ConfigError(f"cannot pin expert {e} of layer {layer}: the model's layers with experts are "
+                              f"{_spans(self.store.layers)}, {self.store.n_experts} experts each")
 
     @property
     def resident_experts(self) -> int:
@@ -463,3 +463,13 @@ class ExpertCache:
             pass  # a stuck device: closing the reader is all that is left to do
         self._reap_prefetches()
 
+
+def _spans(layers: tuple[int, ...]) -> str:
+    """(1, 2, 3, 5) -> '1-3, 5'."""
+    out, start = [], None
+    for i, layer in enumerate(layers):
+        start = layer if start is None else start
+        if i + 1 == len(layers) or layers[i + 1] != layer + 1:
+            out.append(str(start) if start == layer else f"{start}-{layer}")
+            start = None
+    return ", ".join(out)

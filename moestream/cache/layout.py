@@ -44,7 +44,7 @@ class SlotLayout:
     def __init__(self, store: ExpertStore):
         self.store = store
         self._segments = {(layer, e): self._place(layer, e)
-                          for layer in range(store.n_layers) for e in range(store.n_experts)}
+                          for layer, e in store.keys()}
         self.slot_size = max(s[-1].slot_pos + s[-1].read_len for s in self._segments.values())
 
     def segments(self, layer: int, expert: int) -> tuple[Segment, ...]:

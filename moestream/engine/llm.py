@@ -190,7 +190,7 @@ class Engine:
         cache = self.cache
         if cache is None or not cache.holds_all:
             return
-        n = cache.store.n_layers
+        n = len(cache.store.layers)
         with tqdm(total=n, unit="layer", desc="reading every expert", disable=not self.config.progress) as bar:
             cache.preload(on_layer=lambda layer: bar.update(1))
 

@@ -59,7 +59,7 @@ class ModelInfo:
             return resident
         a = self.args
         per_expert = 3 * a.ff_expert * a.d_model
-        return resident + a.n_layers * a.n_experts_used * per_expert
+        return resident + len(a.moe_layers) * a.n_experts_used * per_expert
 
 
 @dataclass
@@ -89,10 +89,19 @@ def check_model(gguf: GGUFFile) -> ModelInfo:
     spec = spec_for(args)
     for info in gguf.tensors.values():
         quants.check_supported(info.qtype, info.name)
-    experts = ExpertStore(gguf, args.n_layers, args.n_experts) if args.n_experts else None
+    experts = ExpertStore(gguf, args.n_layers, args.n_experts, args.moe_layers) if args.n_experts else None
     check_shapes(gguf.tensors, args, spec, experts.layout if experts else None, _vocab_size(gguf))
     expert_names = experts.tensor_names() if experts else set()
-    return ModelInfo(gguf, args, spec, experts, [n for n in gguf.tensors if n not in expert_names])
+    resident = [n for n in gguf.tensors if n not in expert_names and not _in_skipped_layer(n, args.n_layers)]
+    return ModelInfo(gguf, args, spec, experts, resident)
+
+
+def _in_skipped_layer(name: str, n_layers: int) -> bool:
+    """A tensor of a block past the ones we run (GLM's and DeepSeek's trailing MTP/NextN blocks): never loaded."""
+    if not name.startswith("blk."):
+        return False
+    index = name[4:].split(".", 1)[0]
+    return index.isdigit() and int(index) >= n_layers
 
 
 def inspect_file(path: str | Path) -> ModelInfo:

@@ -68,7 +68,7 @@ def open_cache(path, store: ExpertStore, n_used: int, config: CacheConfig,
 def auto_budget(store: ExpertStore) -> int:
     """Everything if it fits, else what is free (the resident weights are loaded already) less some headroom."""
     room = available_memory() - HEADROOM
-    total = store.total_nbytes() + store.n_layers * store.n_experts * 3 * 8192  # + alignment padding
+    total = store.total_nbytes() + store.n_total * 3 * 8192  # + alignment padding
     if room >= total:
         return total
     print(f"moestream: experts ({total / 2**30:.2f} GiB) exceed free memory; streaming them with a "

@@ -31,12 +31,15 @@ class DenseFFN:
 
 
 class SharedExpert:
-    """Qwen2-MoE's always-on expert, scaled per token by sigmoid(x . w_gate)."""
+    """The always-on expert: Qwen2-MoE's is scaled per token by sigmoid(x . w_gate); DeepSeek's and GLM's have no
+    gate (gate_inp None) and are added as they are."""
 
-    def __init__(self, ffn: DenseFFN, gate_inp: QuantLinear):
+    def __init__(self, ffn: DenseFFN, gate_inp: QuantLinear | None):
         self.ffn, self.gate_inp = ffn, gate_inp
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if self.gate_inp is None:
+            return self.ffn(x)
         return torch.sigmoid(self.gate_inp(x)) * self.ffn(x)
 
 
@@ -50,6 +53,10 @@ class Router:
         ids, weights, _ = self.route(x)
         return ids, weights
 
+    def selection_probs(self, x: torch.Tensor) -> torch.Tensor:
+        """x: [T, D] -> [T, E] probabilities whose top-k this router picks (what a lookahead predictor reads)."""
+        return torch.softmax(self.gate_inp(x).float(), dim=-1)
+
     def route(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """x: [T, D] -> ids, weights, probs ([T, k] each; probs: the softmax probabilities before renormalising)."""
         probs = torch.softmax(self.gate_inp(x), dim=-1, dtype=torch.float32)  # [T, E]
@@ -59,7 +66,7 @@ class Router:
 
 
 class MoEBlock:
-    def __init__(self, router: Router, experts: RoutedExperts, shared: SharedExpert | None = None, layer: int = -1):
+    def __init__(self, router, experts: RoutedExperts, shared: SharedExpert | None = None, layer: int = -1):
         self.router, self.experts, self.shared, self.layer = router, experts, shared, layer
         self.on_route: Callable[[int, torch.Tensor, torch.Tensor], None] | None = None  # the tap: (layer, ids, probs)
 

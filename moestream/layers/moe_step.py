@@ -24,6 +24,7 @@ from ..kernels import cpu
 from ..kernels.cpu import moe_step as native
 from ..kernels.dispatch import Compute
 from .experts import ExpertFFNs, by_layout
+from .grouped_router import GroupLimitedRouter
 from .moe import MoEBlock, Router, SharedExpert
 from .norm import RMSNorm
 
@@ -87,10 +88,11 @@ class NativeMoEStep:
 def _plain(moe: MoEBlock) -> bool:
     """The block is made of the parts this step re-implements (and no bias it would miss)."""
     shared = moe.shared
-    plain_shared = shared is None or (type(shared) is SharedExpert and shared.gate_inp.bias is None and all(
+    plain_shared = shared is None or (type(shared) is SharedExpert
+                                      and (shared.gate_inp is None or shared.gate_inp.bias is None) and all(
         lin.bias is None for lin in (shared.ffn.gate, shared.ffn.up, shared.ffn.down)))
-    return (type(moe.router) is Router and moe.router.gate_inp.bias is None and type(moe.experts) is ExpertFFNs
-            and plain_shared)
+    return (type(moe.router) in (Router, GroupLimitedRouter) and moe.router.gate_inp.bias is None
+            and type(moe.experts) is ExpertFFNs and plain_shared)
 
 
 def _experts_native(types: tuple, compute: Compute) -> bool:
@@ -104,11 +106,14 @@ def _experts_native(types: tuple, compute: Compute) -> bool:
 def _spec(norm: RMSNorm, moe: MoEBlock) -> native.MoESpec | None:
     if type(norm) is not RMSNorm:
         return None
-    shared = moe.shared
+    shared, router = moe.shared, moe.router
+    grouped = {} if type(router) is Router else dict(
+        scoring=router.scoring, selection_bias=router.bias, scale=router.scale, n_groups=router.n_groups,
+        groups_used=router.groups_used)
     return native.MoESpec(
-        norm=norm.weight, eps=norm.eps, router=moe.router.gate_inp.weight, k=moe.router.k,
-        normalize=moe.router.normalize,
-        shared_gate_inp=None if shared is None else shared.gate_inp.weight,
+        norm=norm.weight, eps=norm.eps, router=router.gate_inp.weight, k=router.k, normalize=router.normalize,
+        shared_gate_inp=None if shared is None or shared.gate_inp is None else shared.gate_inp.weight,
         shared=None if shared is None else ExpertWeights(shared.ffn.gate.weight, shared.ffn.up.weight,
                                                          shared.ffn.down.weight),
+        **grouped,
     )

@@ -38,6 +38,21 @@ class ModelArgs:
     ff_expert: int  # width of one routed expert
     ff_shared: int  # width of the shared expert (0 if none)
     norm_topk: bool | None  # None: use the architecture's rule
+    # DeepSeek-V3 / GLM-4.5-style routing and layer plan (defaults: the plain softmax MoE of every layer)
+    n_dense_leading: int = 0  # leading_dense_block_count: the first layers have a dense FFN, not experts
+    n_nextn: int = 0  # nextn_predict_layers: trailing MTP blocks in the file (block_count counts them); not run
+    gating: str = "softmax"  # expert_gating_func: how router logits become scores, "softmax" or "sigmoid"
+    weights_scale: float = 1.0  # expert_weights_scale: the routed experts' weights are multiplied by this
+    n_groups: int = 1  # expert_group_count: experts split into groups for group-limited routing
+    n_groups_used: int = 1  # expert_group_used_count: groups a token's experts may come from
+
+    def is_moe_layer(self, layer: int) -> bool:
+        return self.n_experts > 0 and layer >= self.n_dense_leading
+
+    @property
+    def moe_layers(self) -> tuple[int, ...]:
+        """The layers with routed experts, ascending."""
+        return tuple(i for i in range(self.n_layers) if self.is_moe_layer(i))
 
     @classmethod
     def from_gguf(cls, metadata: dict[str, Any]) -> "ModelArgs":
@@ -50,8 +65,12 @@ class ModelArgs:
         head_dim = m.int("attention.key_length", 1, MAX_WIDTH, default=d_model // n_heads or None)
         n_experts = m.int("expert_count", 0, MAX_EXPERTS, default=0)
         ff_dense = m.int("feed_forward_length", 0, MAX_WIDTH, default=0)
+        n_blocks = m.int("block_count", 1, MAX_LAYERS)
+        n_nextn = m.int("nextn_predict_layers", 0, n_blocks - 1, default=0)
+        ff_expert = m.int("expert_feed_forward_length", 0, MAX_WIDTH, default=ff_dense)
+        n_groups = m.int("expert_group_count", 1, max(n_experts, 1), default=1)
         args = cls(
-            arch=arch, n_layers=m.int("block_count", 1, MAX_LAYERS), d_model=d_model, n_heads=n_heads,
+            arch=arch, n_layers=n_blocks - n_nextn, d_model=d_model, n_heads=n_heads,
             n_kv_heads=m.int("attention.head_count_kv", 1, n_heads, default=n_heads), head_dim=head_dim,
             rope_dim=m.int("rope.dimension_count", 2, head_dim, default=head_dim),
             rope_base=m.positive_float("rope.freq_base", default=10000.0),
@@ -59,12 +78,34 @@ class ModelArgs:
             context_length=m.int("context_length", 1, MAX_CONTEXT, default=4096),
             n_experts=n_experts,
             n_experts_used=m.int("expert_used_count", 1 if n_experts else 0, n_experts, default=0),
-            ff_dense=ff_dense, ff_expert=m.int("expert_feed_forward_length", 0, MAX_WIDTH, default=ff_dense),
-            ff_shared=m.int("expert_shared_feed_forward_length", 0, MAX_WIDTH, default=0),
+            ff_dense=ff_dense, ff_expert=ff_expert, ff_shared=_shared_width(m, ff_expert),
             norm_topk=m.bool("expert_weights_norm"),
+            n_dense_leading=m.int("leading_dense_block_count", 0, n_blocks - n_nextn, default=0), n_nextn=n_nextn,
+            gating=_gating(m), weights_scale=m.positive_float("expert_weights_scale", default=1.0),
+            n_groups=n_groups, n_groups_used=m.int("expert_group_used_count", 1, n_groups, default=n_groups),
         )
         _check_relations(args, m)
         return args
+
+
+GATING_FUNCS = {1: "softmax", 2: "sigmoid"}  # llama.cpp's LLAMA_EXPERT_GATING_FUNC_TYPE values
+
+
+def _gating(m: "_Meta") -> str:
+    value = m.int("expert_gating_func", 0, 1 << 16, default=1)
+    if value not in GATING_FUNCS:
+        known = ", ".join(f"{k} ({v})" for k, v in GATING_FUNCS.items())
+        raise m.error("expert_gating_func", f"is {value}, which moestream does not support (supported: {known})")
+    return GATING_FUNCS[value]
+
+
+def _shared_width(m: "_Meta", ff_expert: int) -> int:
+    """The shared expert's FFN width: expert_shared_feed_forward_length (Qwen2-MoE), else expert_shared_count
+    experts of the routed width side by side (DeepSeek, GLM); 0 without a shared expert."""
+    width = m.int("expert_shared_feed_forward_length", 0, MAX_WIDTH, default=0)
+    if width:
+        return width
+    return m.int("expert_shared_count", 0, MAX_EXPERTS, default=0) * ff_expert
 
 
 def _check_relations(a: ModelArgs, m: "_Meta") -> None:
@@ -77,10 +118,18 @@ def _check_relations(a: ModelArgs, m: "_Meta") -> None:
     if value_length != a.head_dim:
         raise m.error("attention.value_length", f"{value_length} differs from key_length {a.head_dim}, which "
                       f"architecture '{a.arch}' does not support")
+    if a.n_experts % a.n_groups:
+        raise m.error("expert_group_count", f"{a.n_groups} does not divide expert_count {a.n_experts}")
+    if a.n_groups > 1 and a.n_experts_used > a.n_groups_used * (a.n_experts // a.n_groups):
+        raise m.error("expert_group_used_count", f"{a.n_groups_used} groups of {a.n_experts // a.n_groups} cannot "
+                      f"hold the {a.n_experts_used} experts a token uses")
     if a.n_experts and a.n_experts_used == 0:
         raise m.error("expert_used_count", "is missing for a file with experts")
     if a.n_experts and a.ff_expert == 0:
         raise m.error("expert_feed_forward_length", "is 0 (and so is feed_forward_length) for a file with experts")
+    if a.n_experts and a.n_dense_leading and a.ff_dense == 0:
+        raise m.error("feed_forward_length", f"is missing or 0, but the first {a.n_dense_leading} layers are dense "
+                      f"(leading_dense_block_count)")
     if not a.n_experts and a.ff_dense == 0:
         raise m.error("feed_forward_length", "is missing or 0 for a dense model")
 

@@ -16,6 +16,7 @@ from ..kernels.dispatch import Compute
 from ..layers.attention import Attention, AttentionWeights, Segment
 from ..layers.attention_step import NativeAttentionStep
 from ..layers.experts import ExpertFFNs, ExpertSource
+from ..layers.grouped_router import GroupLimitedRouter
 from ..layers.linear import QuantLinear
 from ..layers.moe import DenseFFN, MoEBlock, Router, SharedExpert
 from ..layers.moe_step import NativeMoEStep, new_workspace
@@ -30,8 +31,11 @@ class ArchSpec:
     rope: str  # "norm" (adjacent pairs) or "neox" (halves)
     norm_topk: bool  # renormalise the top-k router weights (llama.cpp's rule for this architecture)
     qk_norm: str | None = None  # None, "head" (RMSNorm per head) or "full" (over the whole projection)
-    shared_expert: bool = False  # Qwen2-MoE's sigmoid-gated shared expert
+    qk_norm_optional: bool = False  # the Q/K norm tensors may be absent (then there is none)
+    shared_gate: bool = False  # the shared expert is sigmoid-gated by ffn_gate_inp_shexp (Qwen2-MoE); whether
+    # there is a shared expert at all is the file's: a non-zero shared width (models/args.py ff_shared)
     requires_experts: bool = True
+    ffn_norm: str = "ffn_norm"  # the pre-FFN norm's tensor name (GLM's converter calls it post_attention_norm)
 
 
 class Weights:
@@ -133,11 +137,12 @@ class DecoderModel:
     def _block(self, w: Weights, i: int, rope: Rope, experts: ExpertSource | None) -> Block:
         p, a = f"blk.{i}.", self.args
         attn = Attention(i, self._attention_weights(w, p), a.n_heads, a.n_kv_heads, a.head_dim, rope)
-        ffn = self._moe(w, p, i, experts) if a.n_experts else self._dense_ffn(w, p)
+        ffn = self._moe(w, p, i, experts) if a.is_moe_layer(i) else self._dense_ffn(w, p)
         attn_norm = w.norm(p + "attn_norm.weight", a.rms_eps)
         native_attn = NativeAttentionStep.build(attn_norm, attn, self.compute)
-        ffn_norm = w.norm(p + "ffn_norm.weight", a.rms_eps)
-        native_ffn = NativeMoEStep.build(ffn_norm, ffn, self.compute, self._moe_workspace) if a.n_experts else None
+        ffn_norm = w.norm(p + self.spec.ffn_norm + ".weight", a.rms_eps)
+        native_ffn = NativeMoEStep.build(ffn_norm, ffn, self.compute, self._moe_workspace) if a.is_moe_layer(i) \
+            else None
         return Block(attn_norm, attn, ffn_norm, ffn, native_attn, native_ffn)
 
     def _attention_weights(self, w: Weights, p: str) -> AttentionWeights:
@@ -145,7 +150,7 @@ class DecoderModel:
             q=w.linear(p + "attn_q.weight", p + "attn_q.bias"), k=w.linear(p + "attn_k.weight", p + "attn_k.bias"),
             v=w.linear(p + "attn_v.weight", p + "attn_v.bias"), o=w.linear(p + "attn_output.weight"),
         )
-        if self.spec.qk_norm:
+        if self.spec.qk_norm and (p + "attn_q_norm.weight" in w or not self.spec.qk_norm_optional):
             aw.q_norm = w.norm(p + "attn_q_norm.weight", self.args.rms_eps)
             aw.k_norm = w.norm(p + "attn_k_norm.weight", self.args.rms_eps)
             aw.qk_norm_per_head = self.spec.qk_norm == "head"
@@ -153,14 +158,24 @@ class DecoderModel:
 
     def _moe(self, w: Weights, p: str, i: int, experts: ExpertSource | None) -> MoEBlock:
         assert experts is not None, "a model with experts needs an expert source"
-        norm_topk = self.spec.norm_topk if self.args.norm_topk is None else self.args.norm_topk
-        router = Router(w.linear(p + "ffn_gate_inp.weight"), self.args.n_experts_used, norm_topk)
         shared = None
-        if self.spec.shared_expert:
+        if self.args.ff_shared:
             ffn = DenseFFN(w.linear(p + "ffn_gate_shexp.weight"), w.linear(p + "ffn_up_shexp.weight"),
                            w.linear(p + "ffn_down_shexp.weight"))
-            shared = SharedExpert(ffn, w.row(p + "ffn_gate_inp_shexp.weight"))
-        return MoEBlock(router, ExpertFFNs(i, experts, self.compute), shared, layer=i)
+            shared = SharedExpert(ffn, w.row(p + "ffn_gate_inp_shexp.weight") if self.spec.shared_gate else None)
+        return MoEBlock(self._router(w, p), ExpertFFNs(i, experts, self.compute), shared, layer=i)
+
+    def _router(self, w: Weights, p: str):
+        """Softmax top-k (Router, which the native MoE step runs) unless the file asks for more: sigmoid scores, a
+        selection bias, group-limited routing or a weight scale (GroupLimitedRouter)."""
+        a = self.args
+        norm_topk = self.spec.norm_topk if a.norm_topk is None else a.norm_topk
+        gate_inp, bias_name = w.linear(p + "ffn_gate_inp.weight"), p + "exp_probs_b.bias"
+        bias = w.vector(bias_name) if bias_name in w else None
+        if a.gating == "softmax" and bias is None and a.n_groups == 1 and a.weights_scale == 1.0:
+            return Router(gate_inp, a.n_experts_used, norm_topk)
+        return GroupLimitedRouter(gate_inp, a.n_experts_used, scoring=a.gating, bias=bias, normalize=norm_topk,
+                                  scale=a.weights_scale, n_groups=a.n_groups, groups_used=a.n_groups_used)
 
     def _dense_ffn(self, w: Weights, p: str) -> DenseFFN:
         return DenseFFN(w.linear(p + "ffn_gate.weight"), w.linear(p + "ffn_up.weight"), w.linear(p + "ffn_down.weight"))

@@ -5,4 +5,4 @@ token by sigmoid(x . ffn_gate_inp_shexp)."""
 
 from .decoder import ArchSpec
 
-SPEC = ArchSpec(name="qwen2moe", rope="neox", norm_topk=False, shared_expert=True)
+SPEC = ArchSpec(name="qwen2moe", rope="neox", norm_topk=False, shared_gate=True)

@@ -8,7 +8,7 @@ a 1-D vector may also be stored as [1, n]. Tensors the model does not use (e.g. 
 
 from __future__ import annotations
 
-from typing import Iterator
+from typing import Container, Iterator
 
 from ..errors import GGUFFormatError
 from .args import ModelArgs
@@ -18,7 +18,7 @@ Shape = tuple[int, ...]
 
 def check_shapes(tensors: dict, args: ModelArgs, spec, expert_layout: str | None, vocab_size: int | None) -> None:
     """`tensors`: name -> TensorInfo. Raises GGUFFormatError naming the first tensor that is missing or wrong."""
-    for name, shapes, required in expected(args, spec, expert_layout, vocab_size or _rows(tensors)):
+    for name, shapes, required in expected(args, spec, expert_layout, vocab_size or _rows(tensors), tensors):
         info = tensors.get(name)
         if info is None:
             if required:
@@ -37,32 +37,35 @@ def _rows(tensors: dict) -> int:
     return embd.shape[0] if embd is not None else 0
 
 
-def expected(a: ModelArgs, spec, expert_layout: str | None, vocab: int) -> Iterator[tuple[str, list[Shape], bool]]:
-    """(tensor name, accepted shapes, required) for every tensor the model reads."""
+def expected(a: ModelArgs, spec, expert_layout: str | None, vocab: int,
+             present: Container[str] = ()) -> Iterator[tuple[str, list[Shape], bool]]:
+    """(tensor name, accepted shapes, required) for every tensor the model reads; `present`: the file's tensor
+    names, for parts an architecture may have or not (then all of a part's tensors or none)."""
     D = a.d_model
     yield "token_embd.weight", [(vocab, D)], True
     yield "output_norm.weight", _vector(D), True
     yield "output.weight", [(vocab, D)], False  # absent: tied to token_embd
     for i in range(a.n_layers):
-        yield from _attention(a, spec, f"blk.{i}.")
-        if a.n_experts:
+        yield from _attention(a, spec, f"blk.{i}.", present)
+        if a.is_moe_layer(i):
             yield from _moe(a, spec, f"blk.{i}.", expert_layout)
         else:
             yield from _ffn(f"blk.{i}.ffn_{{}}.weight", a.ff_dense, D)
 
 
-def _attention(a: ModelArgs, spec, p: str) -> Iterator[tuple[str, list[Shape], bool]]:
+def _attention(a: ModelArgs, spec, p: str, present: Container[str]) -> Iterator[tuple[str, list[Shape], bool]]:
     D, q, kv = a.d_model, a.n_heads * a.head_dim, a.n_kv_heads * a.head_dim
     yield p + "attn_norm.weight", _vector(D), True
-    yield p + "ffn_norm.weight", _vector(D), True
+    yield p + spec.ffn_norm + ".weight", _vector(D), True
     for part, width in (("q", q), ("k", kv), ("v", kv)):
         yield p + f"attn_{part}.weight", [(width, D)], True
         yield p + f"attn_{part}.bias", _vector(width), False
     yield p + "attn_output.weight", [(D, q)], True
     if spec.qk_norm:
         per_head = spec.qk_norm == "head"
-        yield p + "attn_q_norm.weight", _vector(a.head_dim if per_head else q), True
-        yield p + "attn_k_norm.weight", _vector(a.head_dim if per_head else kv), True
+        required = not spec.qk_norm_optional or p + "attn_q_norm.weight" in present
+        yield p + "attn_q_norm.weight", _vector(a.head_dim if per_head else q), required
+        yield p + "attn_k_norm.weight", _vector(a.head_dim if per_head else kv), required
 
 
 def _moe(a: ModelArgs, spec, p: str, layout: str | None) -> Iterator[tuple[str, list[Shape], bool]]:
@@ -73,8 +76,10 @@ def _moe(a: ModelArgs, spec, p: str, layout: str | None) -> Iterator[tuple[str, 
     else:
         for e in range(E):
             yield from _ffn(p + "ffn_{}." + f"{e}.weight", F, D)
-    if spec.shared_expert:
+    yield p + "exp_probs_b.bias", _vector(E), False
+    if a.ff_shared or spec.shared_gate:  # a gated architecture without a width: the shapes say what is wrong
         yield from _ffn(p + "ffn_{}_shexp.weight", a.ff_shared, D)
+    if spec.shared_gate:
         yield p + "ffn_gate_inp_shexp.weight", _vector(D), True
 
 

@@ -20,9 +20,7 @@ def router_lookahead(blocks, x: torch.Tensor, targets: list[int]) -> Ahead:
     """x: [T, D] a layer's residual stream -> {target: [T, E] the target router's probabilities on it}."""
     out = {}
     for t in targets:
-        router = blocks[t].ffn.router
-        logits = router.gate_inp(blocks[t].ffn_norm(x))  # [T, E]
-        out[t] = torch.softmax(logits.float(), dim=-1)
+        out[t] = blocks[t].ffn.router.selection_probs(blocks[t].ffn_norm(x))  # [T, E]
     return out
 
 

@@ -32,9 +32,15 @@ class ExpertRange:
 class ExpertStore:
     """Maps (layer, expert) to its three weight matrices, as memory-mapped views of the file."""
 
-    def __init__(self, gguf: GGUFFile, n_layers: int, n_experts: int):
+    def __init__(self, gguf: GGUFFile, n_layers: int, n_experts: int, layers: tuple[int, ...] | None = None):
+        """n_layers: the model's layers (per-layer arrays are indexed by layer); layers: those with routed experts
+        (default all; DeepSeek and GLM files start with dense layers)."""
         self.gguf, self.n_layers, self.n_experts = gguf, n_layers, n_experts
-        self.layout = "merged" if "blk.0.ffn_gate_exps.weight" in gguf.tensors else "per-expert"
+        self.layers = tuple(range(n_layers)) if layers is None else tuple(layers)
+        if not self.layers:
+            raise GGUFFormatError(f"{gguf.path}: the file has {n_experts} experts per layer but no layer with experts")
+        first = self.layers[0]
+        self.layout = "merged" if f"blk.{first}.ffn_gate_exps.weight" in gguf.tensors else "per-expert"
         self._check_present()
         self._end = max((gguf.tensors[n].offset + gguf.tensors[n].nbytes for n in self.tensor_names()), default=0)
         self._fd = os.open(gguf.path, os.O_RDONLY)
@@ -42,8 +48,17 @@ class ExpertStore:
 
     def tensor_names(self) -> set[str]:
         """Every tensor that belongs to a routed expert (so not resident)."""
-        return {self._tensor_name(layer, part, e) for layer in range(self.n_layers)
+        return {self._tensor_name(layer, part, e) for layer in self.layers
                 for part in PARTS for e in self._experts_in_names()}
+
+    @property
+    def n_total(self) -> int:
+        """Routed experts in the model (every MoE layer's)."""
+        return len(self.layers) * self.n_experts
+
+    def keys(self):
+        """Every (layer, expert), layer by layer."""
+        return ((layer, e) for layer in self.layers for e in range(self.n_experts))
 
     def get(self, layer: int, expert: int) -> ExpertWeights:
         return ExpertWeights(*(self._weight(layer, part, expert) for part in PARTS))
@@ -75,7 +90,7 @@ class ExpertStore:
         return sum(r.nbytes for r in self.ranges(layer, expert))
 
     def total_nbytes(self) -> int:
-        return sum(self.expert_nbytes(layer, e) for layer in range(self.n_layers) for e in range(self.n_experts))
+        return sum(self.expert_nbytes(layer, e) for layer, e in self.keys())
 
     def _experts_in_names(self) -> range:
         return range(1) if self.layout == "merged" else range(self.n_experts)
@@ -103,7 +118,7 @@ class ExpertStore:
         return ExpertRange(info.name, info.offset + expert * size, size)
 
     def _check_present(self) -> None:
-        for layer in range(self.n_layers):
+        for layer in self.layers:
             for part in PARTS:
                 for e in self._experts_in_names():
                     name = self._tensor_name(layer, part, e)

@@ -30,6 +30,7 @@ from moestream.formats.weight import ExpertWeights, QuantWeight
 from moestream.kernels.cpu import moe_step as native
 from moestream.kernels.dispatch import Compute
 from moestream.layers.experts import ExpertFFNs
+from moestream.layers.grouped_router import GroupLimitedRouter
 from moestream.layers.linear import QuantLinear
 from moestream.layers.moe import DenseFFN, MoEBlock, Router, SharedExpert
 from moestream.layers.moe_step import NativeMoEStep
@@ -77,18 +78,26 @@ class Source:
             yield [(i, self.experts[experts[i]]) for i in idx[s:s + size]]
 
 
-def layer(qtype: Q, n_experts: int, k: int, normalize: bool, shared: bool, seed: int = 0, order: str = "all"):
-    """(ffn_norm, MoEBlock) of random weights; the block's experts come from a Source."""
+def layer(qtype: Q, n_experts: int, k: int, normalize: bool, shared: bool, seed: int = 0, order: str = "all",
+          grouped: dict | None = None, shared_gated: bool = True):
+    """(ffn_norm, MoEBlock) of random weights; the block's experts come from a Source. grouped: GroupLimitedRouter
+    arguments (scoring, bias, scale, n_groups, groups_used) instead of the softmax Router."""
     d, f, fs = DIMS[qtype]
     g = torch.Generator().manual_seed(seed)
     experts = [ExpertWeights(matrix(qtype, f, d, seed + 3 * e), matrix(qtype, f, d, seed + 3 * e + 1),
                              matrix(qtype, d, f, seed + 3 * e + 2)) for e in range(n_experts)]
-    router = Router(QuantLinear(f32(torch.randn(n_experts, d, generator=g) * 0.3), compute=COMPUTE), k, normalize)
+    gate_inp = QuantLinear(f32(torch.randn(n_experts, d, generator=g) * 0.3), compute=COMPUTE)
+    if grouped is None:
+        router = Router(gate_inp, k, normalize)
+    else:
+        bias = 0.1 * torch.randn(n_experts, generator=g) if grouped.pop("bias") else None
+        router = GroupLimitedRouter(gate_inp, k, bias=bias, normalize=normalize, **grouped)
     sh = None
     if shared:
         ffn = DenseFFN(*(QuantLinear(matrix(qtype, *shape, seed + 1000 + j), compute=COMPUTE)
                          for j, shape in enumerate([(fs, d), (fs, d), (d, fs)])))
-        sh = SharedExpert(ffn, QuantLinear(f32(torch.randn(1, d, generator=g) * 0.3), compute=COMPUTE))
+        gate = QuantLinear(f32(torch.randn(1, d, generator=g) * 0.3), compute=COMPUTE) if shared_gated else None
+        sh = SharedExpert(ffn, gate)
     norm = RMSNorm(torch.rand(d, generator=g) + 0.5, 1e-5)
     return norm, MoEBlock(router, ExpertFFNs(3, Source(experts, order, seed), COMPUTE), sh, layer=3)
 
@@ -120,7 +129,8 @@ def shared_flip_allowance(norm: RMSNorm, moe: MoEBlock, x: torch.Tensor) -> torc
     block = 256 if ffn.down.weight.qtype == Q.Q4_K else 32
     step = h.reshape(x.shape[0], -1, block).abs().amax(-1).amax(-1) / 127  # [T]
     w = ffn.down.weight.dense().abs().amax(1)  # [D]
-    return 2 * torch.sigmoid(moe.shared.gate_inp(xn)) * step[:, None] * w[None, :]
+    gate = 1.0 if moe.shared.gate_inp is None else torch.sigmoid(moe.shared.gate_inp(xn))
+    return 2 * gate * step[:, None] * w[None, :]
 
 
 def assert_close_to_torch_path(norm: RMSNorm, moe: MoEBlock, x: torch.Tensor, got: torch.Tensor) -> None:
@@ -145,6 +155,46 @@ def test_step_matches_torch_path(qtype, t, k):
     (layer_n, ids, probs), (_, ref_ids, ref_probs) = routes[:2]
     assert layer_n == 3 and ids.dtype == torch.int64 and torch.equal(ids, ref_ids)
     torch.testing.assert_close(probs, ref_probs, rtol=1e-5, atol=1e-7)
+
+
+# DeepSeek-V3 / GLM-4.5 routing: sigmoid (or softmax) scores, a selection bias, expert groups, a weight scale, and
+# an ungated shared expert
+GROUPED = [("sigmoid", True, 1, 1, 2.5, False), ("sigmoid", True, 8, 3, 2.5, False), ("sigmoid", False, 4, 2, 1.0, True),
+           ("softmax", True, 8, 2, 16.0, False), ("softmax", False, 2, 1, 1.0, True), ("sigmoid", True, 64, 4, 1.0, False)]
+
+
+@pytest.mark.parametrize("t", [1, 3, 16])
+@pytest.mark.parametrize("scoring,bias,groups,used,scale,gated", GROUPED,
+                         ids=[f"{s}-bias{int(b)}-g{g}of{u}-x{c:g}-{'gated' if h else 'ungated'}"
+                              for s, b, g, u, c, h in GROUPED])
+def test_grouped_routing_step_matches_torch_path(t, scoring, bias, groups, used, scale, gated):
+    i = GROUPED.index((scoring, bias, groups, used, scale, gated))
+    grouped = dict(scoring=scoring, bias=bias, scale=scale, n_groups=groups, groups_used=used)
+    norm, moe = layer(Q.Q8_0, 64, 4, i % 2 == 0, True, seed=20 + i, grouped=grouped, shared_gated=gated)
+    x = activations(t, 64, seed=30 + i)
+    routes = []
+    moe.on_route = lambda *r: routes.append(r)
+    got = run_poisoned(native_step(norm, moe), x)
+    assert_close_to_torch_path(norm, moe, x, got)
+    (_, ids, probs), (_, ref_ids, ref_probs) = routes[:2]
+    assert torch.equal(ids.sort(-1).values, ref_ids.sort(-1).values)  # torch.topk may order ties either way
+    torch.testing.assert_close(probs.sort(-1).values, ref_probs.sort(-1).values, rtol=1e-5, atol=1e-7)
+    if groups > 1:
+        assert max(len(set((row // (64 // groups)).tolist())) for row in ids) <= used
+
+
+def test_grouped_routing_refuses_impossible_groups():
+    norm, moe = layer(Q.Q8_0, 8, 2, True, False, grouped=dict(scoring="sigmoid", bias=True, scale=1.0, n_groups=2,
+                                                               groups_used=1))
+    spec = native_step(norm, moe).kernel.spec
+    for bad in (dict(n_groups=3), dict(groups_used=3), dict(n_groups=8, groups_used=1, k=2), dict(scale=float("inf")),
+                dict(n_groups=0), dict(n_groups=512)):
+        with pytest.raises(KernelInputError, match="MoE layer refused"):
+            native.MoELayer(native.MoESpec(**{**spec.__dict__, **bad}))
+    with pytest.raises(KernelInputError, match="scoring"):
+        native.MoELayer(native.MoESpec(**{**spec.__dict__, "scoring": "relu"}))
+    with pytest.raises(KernelInputError, match="8 features"):
+        native.MoELayer(native.MoESpec(**{**spec.__dict__, "selection_bias": torch.zeros(7)}))
 
 
 @pytest.mark.parametrize("qtype", list(DIMS), ids=lambda q: q.name)

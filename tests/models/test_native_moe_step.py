@@ -35,7 +35,7 @@ def torch_path(lm):
 @pytest.mark.parametrize("arch", MOE_ARCHS)
 def test_native_step_agrees_with_the_torch_path(arch):
     lm = load_model(gguf_path(arch, "q8_0"), progress=False)
-    assert all(b.native_ffn is not None for b in lm.model.blocks)
+    assert all(b.native_ffn is not None for b in lm.model.blocks if hasattr(b.ffn, "router"))
     native = greedy_logits(lm, 12)
     with torch_path(lm):
         ref = greedy_logits(lm, 12)

@@ -1,6 +1,8 @@
 /* Native MoE step for one layer, in 1 + (number of expert batches) calls:
- *   moe_route:   xn = rms_norm(x) * w; logits = router(xn); softmax; top-k (ties to the lower expert id), optionally
- *                renormalised; pairs (token, slot) grouped by expert (a stable counting sort, so each expert's rows
+ *   moe_route:   xn = rms_norm(x) * w; logits = router(xn); scores (softmax, or sigmoid); top-k (ties to the lower
+ *                expert id) of the scores plus a selection bias, from the best expert groups only if there are
+ *                groups (DeepSeek-V3's rule, layers/grouped_router.py), weighted by the unbiased scores,
+ *                optionally renormalised, times a scale; pairs (token, slot) grouped by expert (a stable counting sort, so each expert's rows
  *                come in token order, as layers/experts.py's argsort); the shared expert's gate sigmoid(xn . w).
  *   moe_experts: per batch of ready experts, each expert's FFN (expert_rows, the code moe_ffn runs) over its rows,
  *                weighted and written to that pair's own row of a [T*k (+T shared), D] scratch; the last batch sums
@@ -27,6 +29,7 @@
 #include "moe_fused.h"
 #include "threadpool.h"
 
+#define MAX_GROUPS 256  /* expert groups a layer may have (DeepSeek-V3 has 8) */
 #define PAR_MIN_TOKENS 8  /* fewer rows run on the calling thread (a pool hand-over costs more than the work) */
 #define F(b) ((float *)(b).p)
 #define I32(b) ((int32_t *)(b).p)
@@ -46,11 +49,14 @@ static int mat_ok(moe_mat m, int rows, int cols) {
 
 int moe_layer_check(const moe_layer *L) {
     if (L->d_model <= 0 || L->n_experts <= 0 || L->k < 1 || L->k > L->n_experts || !L->norm) return -4;
-    if (!(L->eps >= 0.0f) || L->d_ff_shared < 0) return -4;
+    if (!(L->eps >= 0.0f) || L->d_ff_shared < 0 || (L->scoring != 0 && L->scoring != 1)) return -4;
+    if (!isfinite(L->scale) || L->n_groups < 1 || L->n_groups > MAX_GROUPS || L->n_experts % L->n_groups || L->groups_used < 1
+        || L->groups_used > L->n_groups || L->k > L->groups_used * (L->n_experts / L->n_groups))
+        return -4;
     int rc = mat_ok(L->router, L->n_experts, L->d_model);
     if (rc || !L->d_ff_shared) return rc;
     const int F = L->d_ff_shared, D = L->d_model;
-    if ((rc = mat_ok(L->shared_gate_inp, 1, D)) || (rc = mat_ok(L->shared[0], F, D))
+    if ((L->shared_gated && (rc = mat_ok(L->shared_gate_inp, 1, D))) || (rc = mat_ok(L->shared[0], F, D))
         || (rc = mat_ok(L->shared[1], F, D)) || (rc = mat_ok(L->shared[2], D, F)))
         return rc;
     return kernels_for(L->shared[0].type)->act == kernels_for(L->shared[1].type)->act ? 0 : -3;
@@ -63,7 +69,7 @@ moe_workspace *moe_workspace_new(void) {
 }
 
 void moe_workspace_free(moe_workspace *ws) {
-    moe_buf *all[] = { &ws->xn, &ws->act_x, &ws->act_r, &ws->logits, &ws->picked, &ws->ids, &ws->probs, &ws->weights,
+    moe_buf *all[] = { &ws->xn, &ws->act_x, &ws->act_r, &ws->logits, &ws->choice, &ws->picked, &ws->ids, &ws->probs, &ws->weights,
                        &ws->counts, &ws->experts, &ws->offsets, &ws->pairs, &ws->done, &ws->shared_w, &ws->rows,
                        &ws->tokens, &ws->s_act, &ws->s_mid, &ws->s_g, &ws->s_u, &ws->s_y };
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) free(all[i]->p);
@@ -72,7 +78,7 @@ void moe_workspace_free(moe_workspace *ws) {
 }
 
 void moe_workspace_poison(moe_workspace *ws) {
-    moe_buf *f[] = { &ws->xn, &ws->act_x, &ws->act_r, &ws->logits, &ws->probs, &ws->weights, &ws->shared_w,
+    moe_buf *f[] = { &ws->xn, &ws->act_x, &ws->act_r, &ws->logits, &ws->choice, &ws->probs, &ws->weights, &ws->shared_w,
                      &ws->rows, &ws->s_act, &ws->s_mid, &ws->s_g, &ws->s_u, &ws->s_y };
     pthread_mutex_lock(&ws->lock);
     for (size_t i = 0; i < sizeof f / sizeof f[0]; i++)
@@ -88,9 +94,11 @@ static size_t max_sz(size_t a, size_t b) { return a > b ? a : b; }
 static int reserve_route(moe_workspace *ws, const moe_layer *L, int T) {
     const size_t D = L->d_model, E = L->n_experts, TK = (size_t)T * L->k;
     size_t act = act_row_bytes(kernels_for(L->router.type)->act, L->d_model);
-    if (L->d_ff_shared) act = max_sz(act, act_row_bytes(kernels_for(L->shared_gate_inp.type)->act, L->d_model));
+    if (L->d_ff_shared && L->shared_gated)
+        act = max_sz(act, act_row_bytes(kernels_for(L->shared_gate_inp.type)->act, L->d_model));
     const size_t n_rows = TK + (L->d_ff_shared ? (size_t)T : 0);
-    return grow(&ws->xn, T * D * 4) | grow(&ws->act_r, T * act) | grow(&ws->logits, T * E * 4) | grow(&ws->picked, E)
+    return grow(&ws->xn, T * D * 4) | grow(&ws->act_r, T * act) | grow(&ws->logits, T * E * 4) | grow(&ws->choice, E * 4)
+         | grow(&ws->picked, E)
          | grow(&ws->ids, TK * 4) | grow(&ws->probs, TK * 4) | grow(&ws->weights, TK * 4) | grow(&ws->counts, E * 4)
          | grow(&ws->experts, E * 4) | grow(&ws->offsets, (E + 1) * 4) | grow(&ws->pairs, TK * 4) | grow(&ws->done, E)
          | grow(&ws->shared_w, (size_t)T * 4) | grow(&ws->rows, n_rows * D * 4);
@@ -129,19 +137,61 @@ static void softmax(float *p, int n) {
     for (int i = 0; i < n; i++) p[i] /= sum;
 }
 
-static void top_k(const moe_layer *L, const float *p, uint8_t *picked, int32_t *ids, float *probs, float *weights) {
-    /* the k largest of p, largest first; a NaN never wins a comparison, so every id is valid whatever p holds */
-    memset(picked, 0, (size_t)L->n_experts);
+static void sigmoid(float *p, int n) {
+    for (int i = 0; i < n; i++) p[i] = 1.0f / (1.0f + expf(-p[i]));
+}
+
+static float best_two(const float *c, int n) {
+    /* sum of the two largest of c[0..n) (the one value when n is 1); NaNs never win */
+    float a = -INFINITY, b = -INFINITY;
+    for (int i = 0; i < n; i++) {
+        if (c[i] > a) b = a, a = c[i];
+        else if (c[i] > b) b = c[i];
+    }
+    return n > 1 ? a + b : a;
+}
+
+static void exclude_groups(const moe_layer *L, const float *choice, uint8_t *picked) {
+    /* mark every expert outside the groups_used best groups as taken (ties to the lower group) */
+    float score[MAX_GROUPS];
+    uint8_t keep[MAX_GROUPS] = { 0 };
+    const int G = L->n_groups, n = L->n_experts / G;
+    for (int g = 0; g < G; g++) score[g] = best_two(choice + (size_t)g * n, n);
+    for (int j = 0; j < L->groups_used; j++) {
+        int best = -1;
+        for (int g = 0; g < G; g++)
+            if (!keep[g] && (best < 0 || score[g] > score[best])) best = g;
+        keep[best] = 1;
+    }
+    for (int g = 0; g < G; g++)
+        if (!keep[g]) memset(picked + (size_t)g * n, 1, (size_t)n);
+}
+
+static void top_k(const moe_layer *L, const float *p, float *choice, uint8_t *picked, int32_t *ids, float *probs,
+                  float *weights) {
+    /* the k largest of p + sel_bias (in the best groups), largest first, weighted by p; a NaN never wins a
+     * comparison, so every id is valid whatever p holds */
+    const int E = L->n_experts;
+    const float *c = p;
+    if (L->sel_bias) {
+        for (int e = 0; e < E; e++) choice[e] = p[e] + L->sel_bias[e];
+        c = choice;
+    }
+    memset(picked, 0, (size_t)E);
+    if (L->n_groups > 1) exclude_groups(L, c, picked);
     float sum = 0.0f;
     for (int j = 0; j < L->k; j++) {
         int best = -1;
-        for (int e = 0; e < L->n_experts; e++)
-            if (!picked[e] && (best < 0 || p[e] > p[best])) best = e;
+        for (int e = 0; e < E; e++)
+            if (!picked[e] && (best < 0 || c[e] > c[best])) best = e;
         picked[best] = 1;
         ids[j] = best;
         sum += (probs[j] = p[best]);
     }
-    for (int j = 0; j < L->k; j++) weights[j] = L->normalize ? probs[j] / sum : probs[j];
+    for (int j = 0; j < L->k; j++) {
+        const float w = L->normalize ? probs[j] / sum : probs[j];
+        weights[j] = L->scale != 1.0f ? w * L->scale : w;
+    }
 }
 
 static int group(moe_workspace *ws, int E, int TK) {
@@ -164,6 +214,10 @@ static int group(moe_workspace *ws, int E, int TK) {
 
 static void shared_gate(const moe_layer *L, moe_workspace *ws, int T, int n_threads) {
     float *g = F(ws->shared_w);
+    if (!L->shared_gated) {  /* DeepSeek's and GLM's shared expert is added as it is */
+        for (int t = 0; t < T; t++) g[t] = 1.0f;
+        return;
+    }
     project(ws, L->shared_gate_inp, 1, T, L->d_model, g, n_threads);
     for (int t = 0; t < T; t++) g[t] = 1.0f / (1.0f + expf(-g[t]));
 }
@@ -186,8 +240,10 @@ int moe_route(const moe_layer *L, moe_workspace *ws, const float *x, int T, int6
         project(ws, L->router, E, T, D, F(ws->logits), n_threads);
         for (int t = 0; t < T; t++) {
             float *p = F(ws->logits) + (size_t)t * E;
-            softmax(p, E);
-            top_k(L, p, ws->picked.p, I32(ws->ids) + t * K, F(ws->probs) + t * K, F(ws->weights) + t * K);
+            if (L->scoring) sigmoid(p, E);
+            else softmax(p, E);
+            top_k(L, p, F(ws->choice), ws->picked.p, I32(ws->ids) + t * K, F(ws->probs) + t * K,
+                  F(ws->weights) + t * K);
         }
         if (L->d_ff_shared) shared_gate(L, ws, T, n_threads);
         tap(ws, T * K, ids_out, probs_out);

@@ -15,8 +15,13 @@ typedef struct {
     float eps;                             /* ffn_norm's */
     const float *norm;                     /* ffn_norm weight [d_model] */
     moe_mat router;                        /* ffn_gate_inp [n_experts, d_model]; any type of the kernel table */
+    int scoring;                           /* router logits -> scores: 0 softmax, 1 sigmoid */
+    const float *sel_bias;                 /* [n_experts] added to the scores to choose (not to weigh); or NULL */
+    float scale;                           /* the chosen experts' weights are multiplied by this (after normalize) */
+    int n_groups, groups_used;             /* group-limited routing: choose from the groups_used best of n_groups */
     int d_ff_shared;                       /* 0: no shared expert */
-    moe_mat shared_gate_inp;               /* ffn_gate_inp_shexp [1, d_model] */
+    int shared_gated;                      /* 1: the shared expert is scaled by sigmoid(xn . shared_gate_inp) */
+    moe_mat shared_gate_inp;               /* ffn_gate_inp_shexp [1, d_model] (when shared_gated) */
     moe_mat shared[3];                     /* ffn_{gate,up}_shexp [d_ff_shared, d_model], ffn_down_shexp [d_model, F] */
 } moe_layer;
 
@@ -28,7 +33,7 @@ typedef struct {
     const moe_layer *layer;   /* the layer routed last; NULL before the first route */
     int n_tokens, n_groups, n_done, shared_done;
     int act_kind;             /* format act_x holds xn in; -1: none yet this step */
-    moe_buf xn, act_x, act_r, logits, picked, ids, probs, weights, counts, experts, offsets, pairs, done, shared_w,
+    moe_buf xn, act_x, act_r, logits, choice, picked, ids, probs, weights, counts, experts, offsets, pairs, done, shared_w,
             rows, tokens, s_act, s_mid, s_g, s_u, s_y;
 } moe_workspace;
 
@@ -49,7 +54,8 @@ void moe_workspace_poison(moe_workspace *ws);  /* tests: NaN into every float bu
 
 /* x [n_tokens, d_model] -> routes (kept in ws) and the number of distinct experts chosen (ws->experts holds them,
  * ascending), or < 0: -2 out of memory, -4 n_tokens < 1. ids_out (int64) and probs_out (float32), [n_tokens, k]
- * each, get the choices and their softmax probabilities when not NULL. */
+ * each, get the choices and their scores (softmax or sigmoid, before the bias, renormalising and scale) when not
+ * NULL. */
 int moe_route(const moe_layer *L, moe_workspace *ws, const float *x, int n_tokens, int64_t *ids_out, float *probs_out,
               int n_threads);
 

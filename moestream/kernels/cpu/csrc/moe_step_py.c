@@ -32,15 +32,18 @@ static void free_layer(PyObject *capsule) { free(PyCapsule_GetPointer(capsule, L
 static void free_ws(PyObject *capsule) { moe_workspace_free(PyCapsule_GetPointer(capsule, WS_CAPSULE)); }
 
 PyObject *py_moe_layer(PyObject *self, PyObject *args) {
-    /* (d_model, n_experts, k, normalize, eps, norm, router_type, router, d_ff_shared, shared_gate_inp_type,
-     *  shared_gate_inp, then type and address of the shared gate, up and down) */
+    /* (d_model, n_experts, k, normalize, eps, norm, router_type, router, scoring, sel_bias, scale, n_groups,
+     *  groups_used, d_ff_shared, shared_gated, shared_gate_inp_type, shared_gate_inp, then type and address of the
+     *  shared gate, up and down) */
     moe_layer L;
-    unsigned long long norm, w[5];
-    if (!PyArg_ParseTuple(args, "iiiifKiKiiKiKiKiK", &L.d_model, &L.n_experts, &L.k, &L.normalize, &L.eps, &norm,
-                          &L.router.type, &w[0], &L.d_ff_shared, &L.shared_gate_inp.type, &w[1], &L.shared[0].type,
-                          &w[2], &L.shared[1].type, &w[3], &L.shared[2].type, &w[4]))
+    unsigned long long norm, bias, w[5];
+    if (!PyArg_ParseTuple(args, "iiiifKiKiKfiiiiiKiKiKiK", &L.d_model, &L.n_experts, &L.k, &L.normalize, &L.eps,
+                          &norm, &L.router.type, &w[0], &L.scoring, &bias, &L.scale, &L.n_groups, &L.groups_used,
+                          &L.d_ff_shared, &L.shared_gated, &L.shared_gate_inp.type, &w[1], &L.shared[0].type, &w[2],
+                          &L.shared[1].type, &w[3], &L.shared[2].type, &w[4]))
         return NULL;
     L.norm = ptr(norm);
+    L.sel_bias = ptr(bias);
     L.router.w = ptr(w[0]); L.shared_gate_inp.w = ptr(w[1]);
     for (int i = 0; i < 3; i++) L.shared[i].w = ptr(w[2 + i]);
     const int rc = moe_layer_check(&L);
