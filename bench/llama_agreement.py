@@ -251,14 +251,22 @@ class RecordingRouter:
         self.router, self.probs = router, None
 
     def __call__(self, x: torch.Tensor):
-        self.probs = torch.softmax(self.router.gate_inp(x), dim=-1, dtype=torch.float32)
+        self.probs = self.router.selection_probs(x)
         return self.router(x)
+
+    def route(self, x: torch.Tensor):
+        self.probs = self.router.selection_probs(x)
+        return self.router.route(x)
+
+    def __getattr__(self, name: str):  # k, gate_inp, ... of the wrapped router
+        return getattr(self.router, name)
 
 
 def record_routers(model) -> list[RecordingRouter]:
     recorders = []
     for block in model.blocks:
         if hasattr(block.ffn, "router"):
+            block.native_ffn = None  # the native step routes in C; the PyTorch path is where the router is seen
             block.ffn.router = RecordingRouter(block.ffn.router)
             recorders.append(block.ffn.router)
     return recorders

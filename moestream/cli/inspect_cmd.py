@@ -27,22 +27,26 @@ def report(info: ModelInfo) -> list[tuple[str, str]]:
         ("file", f"{gguf.path} ({fmt_bytes(gguf.file_size)})"),
         ("name", str(gguf.get("general.name", "-"))),
         ("architecture", f"{a.arch} ({'MoE' if a.n_experts else 'dense'})"),
-        ("layers", str(a.n_layers)),
+        ("layers", _layer_plan(a)),
         ("d_model", str(a.d_model)),
-        ("heads", f"{a.n_heads} query, {a.n_kv_heads} key/value, head_dim {a.head_dim}"),
+        ("attention", _attention(a)),
+        ("KV cache", f"{fmt_bytes(_kv_bytes_per_token(a))} per token (float32, all {a.n_layers} layers)"),
         ("context", str(a.context_length)),
         ("rope", f"{info.spec.rope}, base {a.rope_base:g}, dims {a.rope_dim}"),
         ("vocabulary", _vocab(gguf)),
         ("parameters", f"{fmt_count(info.n_params)} total, {fmt_count(info.active_params)} active per token"),
     ]
     if experts:
-        e_bytes = experts.expert_nbytes(0, 0)
+        e_bytes = experts.expert_nbytes(experts.layers[0], 0)
         rows += [
             ("experts", f"{a.n_experts} per layer, top-{a.n_experts_used}, FFN width {a.ff_expert}, layout {experts.layout}"),
-            ("expert size", f"{fmt_bytes(e_bytes)} each (gate+up+down, layer 0), {a.n_layers * a.n_experts} in all"),
+            ("routing", _routing(info)),
+            ("expert size", f"{fmt_bytes(e_bytes)} each (gate+up+down, layer {experts.layers[0]}), "
+                            f"{experts.n_total} in all"),
         ]
         if a.ff_shared:
-            rows.append(("shared expert", f"FFN width {a.ff_shared}"))
+            gate = "sigmoid-gated" if info.spec.shared_gate else "ungated"
+            rows.append(("shared expert", f"FFN width {a.ff_shared}, {gate}"))
     rows += [
         ("expert bytes", fmt_bytes(info.expert_bytes) + " (streamed)"),
         ("resident bytes", fmt_bytes(info.resident_bytes) + " (attention, embeddings, norms, router, output)"),
@@ -50,6 +54,43 @@ def report(info: ModelInfo) -> list[tuple[str, str]]:
         ("chat template", "yes" if gguf.get("tokenizer.chat_template") else "no (ChatML fallback)"),
     ]
     return rows
+
+
+def _attention(a) -> str:
+    if a.kv_lora_rank:
+        q = f"query rank {a.q_lora_rank}" if a.q_lora_rank else "full-rank query"
+        return (f"multi-head latent, {a.n_heads} heads ({a.nope_dim} + {a.rope_dim} rotary dims, value "
+                f"{a.v_head_dim}), latent {a.kv_lora_rank}, {q}")
+    kind = "multi-head" if a.n_kv_heads == a.n_heads else "grouped-query"
+    return f"{kind}, {a.n_heads} query / {a.n_kv_heads} key-value heads, head_dim {a.head_dim}"
+
+
+def _kv_bytes_per_token(a) -> int:
+    if a.kv_lora_rank:  # the latent and one positional key (layers/mla.py)
+        return 4 * a.n_layers * (a.kv_lora_rank + a.rope_dim)
+    return 4 * a.n_layers * 2 * a.n_kv_heads * a.head_dim
+
+
+def _routing(info: ModelInfo) -> str:
+    a = info.args
+    norm = info.spec.norm_topk if a.norm_topk is None else a.norm_topk
+    parts = [f"{a.gating} scores", "renormalised" if norm else "not renormalised"]
+    if "blk.%d.exp_probs_b.bias" % info.experts.layers[0] in info.gguf.tensors:
+        parts.append("selection bias")
+    if a.n_groups > 1:
+        parts.append(f"{a.n_groups_used} of {a.n_groups} expert groups")
+    if a.weights_scale != 1.0:
+        parts.append(f"weights x {a.weights_scale:g}")
+    return ", ".join(parts)
+
+
+def _layer_plan(a) -> str:
+    text = f"{a.n_layers}"
+    if a.n_dense_leading:
+        text += f" ({a.n_dense_leading} dense, then {a.n_layers - a.n_dense_leading} MoE)"
+    if a.n_nextn:
+        text += f", + {a.n_nextn} MTP/NextN block(s) in the file, not run"
+    return text
 
 
 def _vocab(gguf) -> str:

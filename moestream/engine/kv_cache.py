@@ -1,7 +1,10 @@
 """Per-sequence KV cache: one growable buffer pair per layer, head-major [KVH, capacity, Dh] so that attention
 reads each head's keys as a contiguous [S, Dh] matrix (a token-major layout made every decode step copy the
 whole cache: 12 ms of 224 per token at 512 tokens on an 8-layer Mixtral-shaped model). Native layer steps write
-into the buffers themselves between `reserve` (growth, in Python) and `commit`."""
+into the buffers themselves between `reserve` (growth, in Python) and `commit`.
+
+Keys and values may have different widths: multi-head latent attention (layers/mla.py) stores one shared "head"
+per token, the compressed latent as k [1, S, kv_lora_rank] and the rotated positional key as v [1, S, rope dims]."""
 
 from __future__ import annotations
 
@@ -11,12 +14,13 @@ from ..errors import ConfigError
 
 
 class KVCache:
-    def __init__(self, n_layers: int, n_kv_heads: int, head_dim: int, max_len: int, initial: int = 256):
+    def __init__(self, n_layers: int, n_kv_heads: int, head_dim: int, max_len: int, initial: int = 256,
+                 v_dim: int | None = None):
         self.max_len = max_len
-        self.n_kv_heads, self.head_dim = n_kv_heads, head_dim
+        self.n_kv_heads, self.head_dim, self.v_dim = n_kv_heads, head_dim, head_dim if v_dim is None else v_dim
         cap = min(initial, max_len)
         self.k = [torch.empty(n_kv_heads, cap, head_dim) for _ in range(n_layers)]
-        self.v = [torch.empty(n_kv_heads, cap, head_dim) for _ in range(n_layers)]
+        self.v = [torch.empty(n_kv_heads, cap, self.v_dim) for _ in range(n_layers)]
         self.lengths = [0] * n_layers
 
     @property
@@ -55,7 +59,7 @@ class KVCache:
         if needed <= cap:
             return
         new_cap = min(self.max_len, max(needed, 2 * cap))
-        for bufs in (self.k, self.v):
-            grown = torch.empty(self.n_kv_heads, new_cap, self.head_dim)
+        for bufs, dim in ((self.k, self.head_dim), (self.v, self.v_dim)):
+            grown = torch.empty(self.n_kv_heads, new_cap, dim)
             grown[:, :cap] = bufs[layer]
             bufs[layer] = grown

@@ -26,8 +26,8 @@ class Sequence:
 
 
 def new_sequence(model: DecoderModel, prompt: list[int], context_length: int) -> Sequence:
-    a = model.args
-    return Sequence(list(prompt), KVCache(a.n_layers, a.n_kv_heads, a.head_dim, context_length))
+    heads, k_dim, v_dim = model.kv_dims
+    return Sequence(list(prompt), KVCache(model.args.n_layers, heads, k_dim, context_length, v_dim=v_dim))
 
 
 def forward(model: DecoderModel, feeds: list[tuple[KVCache, list[int]]], wanted: list[int],

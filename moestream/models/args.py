@@ -45,6 +45,12 @@ class ModelArgs:
     weights_scale: float = 1.0  # expert_weights_scale: the routed experts' weights are multiplied by this
     n_groups: int = 1  # expert_group_count: experts split into groups for group-limited routing
     n_groups_used: int = 1  # expert_group_used_count: groups a token's experts may come from
+    # multi-head latent attention (deepseek2; 0 elsewhere). The file's key_length/value_length then describe the
+    # compressed cache (kv_lora_rank + rope dims, kv_lora_rank) and head_count_kv is 1.
+    kv_lora_rank: int = 0  # attention.kv_lora_rank: width of the cached latent
+    q_lora_rank: int = 0  # attention.q_lora_rank: 0 when the query has no low-rank step (attn_q)
+    nope_dim: int = 0  # attention.key_length_mla - rope dims: the non-rotated part of a query/key head
+    v_head_dim: int = 0  # attention.value_length_mla
 
     def is_moe_layer(self, layer: int) -> bool:
         return self.n_experts > 0 and layer >= self.n_dense_leading
@@ -69,10 +75,12 @@ class ModelArgs:
         n_nextn = m.int("nextn_predict_layers", 0, n_blocks - 1, default=0)
         ff_expert = m.int("expert_feed_forward_length", 0, MAX_WIDTH, default=ff_dense)
         n_groups = m.int("expert_group_count", 1, max(n_experts, 1), default=1)
+        kv_rank = m.int("attention.kv_lora_rank", 0, MAX_WIDTH, default=0)
+        rope_dim = m.int("rope.dimension_count", 2, head_dim, default=head_dim)
         args = cls(
             arch=arch, n_layers=n_blocks - n_nextn, d_model=d_model, n_heads=n_heads,
             n_kv_heads=m.int("attention.head_count_kv", 1, n_heads, default=n_heads), head_dim=head_dim,
-            rope_dim=m.int("rope.dimension_count", 2, head_dim, default=head_dim),
+            rope_dim=rope_dim,
             rope_base=m.positive_float("rope.freq_base", default=10000.0),
             rms_eps=m.positive_float("attention.layer_norm_rms_epsilon", default=1e-5, below=1.0),
             context_length=m.int("context_length", 1, MAX_CONTEXT, default=4096),
@@ -83,9 +91,25 @@ class ModelArgs:
             n_dense_leading=m.int("leading_dense_block_count", 0, n_blocks - n_nextn, default=0), n_nextn=n_nextn,
             gating=_gating(m), weights_scale=m.positive_float("expert_weights_scale", default=1.0),
             n_groups=n_groups, n_groups_used=m.int("expert_group_used_count", 1, n_groups, default=n_groups),
+            kv_lora_rank=kv_rank, q_lora_rank=m.int("attention.q_lora_rank", 0, MAX_WIDTH, default=0),
+            nope_dim=m.int("attention.key_length_mla", rope_dim + 1, MAX_WIDTH, default=None) - rope_dim if kv_rank
+            else 0,
+            v_head_dim=m.int("attention.value_length_mla", 1, MAX_WIDTH, default=None) if kv_rank else 0,
         )
         _check_relations(args, m)
         return args
+
+
+def _check_mla(a: ModelArgs, m: "_Meta", value_length: int) -> None:
+    """What the converter writes for MLA: the cache's key is latent + rope dims, its value the latent, one KV head."""
+    if a.head_dim != a.kv_lora_rank + a.rope_dim:
+        raise m.error("attention.key_length", f"is {a.head_dim}; with attention.kv_lora_rank {a.kv_lora_rank} and "
+                      f"rope.dimension_count {a.rope_dim} it must be {a.kv_lora_rank + a.rope_dim}")
+    if value_length != a.kv_lora_rank:
+        raise m.error("attention.value_length", f"is {value_length}; with multi-head latent attention it must be "
+                      f"attention.kv_lora_rank ({a.kv_lora_rank})")
+    if a.n_kv_heads != 1:
+        raise m.error("attention.head_count_kv", f"is {a.n_kv_heads}; multi-head latent attention caches one")
 
 
 GATING_FUNCS = {1: "softmax", 2: "sigmoid"}  # llama.cpp's LLAMA_EXPERT_GATING_FUNC_TYPE values
@@ -115,7 +139,9 @@ def _check_relations(a: ModelArgs, m: "_Meta") -> None:
     if a.rope_dim % 2:
         raise m.error("rope.dimension_count", f"{a.rope_dim} is odd (RoPE rotates pairs)")
     value_length = m.int("attention.value_length", 1, MAX_WIDTH, default=a.head_dim)
-    if value_length != a.head_dim:
+    if a.kv_lora_rank:
+        _check_mla(a, m, value_length)
+    elif value_length != a.head_dim:
         raise m.error("attention.value_length", f"{value_length} differs from key_length {a.head_dim}, which "
                       f"architecture '{a.arch}' does not support")
     if a.n_experts % a.n_groups:

@@ -36,6 +36,10 @@ class ArchSpec:
     # there is a shared expert at all is the file's: a non-zero shared width (models/args.py ff_shared)
     requires_experts: bool = True
     ffn_norm: str = "ffn_norm"  # the pre-FFN norm's tensor name (GLM's converter calls it post_attention_norm)
+    # an attention of another kind (DeepSeek's MLA): (weights, "blk.i.", layer, args, rope) -> the attention, and
+    # (args, "blk.i.", tensor names) -> its tensors' (name, shapes, required) for models/shapes.py
+    attention: Callable | None = None
+    attention_shapes: Callable | None = None
 
 
 class Weights:
@@ -121,6 +125,14 @@ class DecoderModel:
         self.lm_head = w.linear("token_embd.weight" if tied else "output.weight", prepare=not tied)
 
     @property
+    def kv_dims(self) -> tuple[int, int, int]:
+        """(heads, key width, value width) of a sequence's KV cache per layer and token."""
+        a = self.args
+        if a.kv_lora_rank:  # MLA caches the latent and the positional key (layers/mla.py)
+            return 1, a.kv_lora_rank, a.rope_dim
+        return a.n_kv_heads, a.head_dim, a.head_dim
+
+    @property
     def vocab_size(self) -> int:
         return self.embedding.shape[0]
 
@@ -136,7 +148,10 @@ class DecoderModel:
 
     def _block(self, w: Weights, i: int, rope: Rope, experts: ExpertSource | None) -> Block:
         p, a = f"blk.{i}.", self.args
-        attn = Attention(i, self._attention_weights(w, p), a.n_heads, a.n_kv_heads, a.head_dim, rope)
+        if self.spec.attention is not None:
+            attn = self.spec.attention(w, p, i, a, rope)
+        else:
+            attn = Attention(i, self._attention_weights(w, p), a.n_heads, a.n_kv_heads, a.head_dim, rope)
         ffn = self._moe(w, p, i, experts) if a.is_moe_layer(i) else self._dense_ffn(w, p)
         attn_norm = w.norm(p + "attn_norm.weight", a.rms_eps)
         native_attn = NativeAttentionStep.build(attn_norm, attn, self.compute)

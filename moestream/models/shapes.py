@@ -47,6 +47,8 @@ def expected(a: ModelArgs, spec, expert_layout: str | None, vocab: int,
     yield "output.weight", [(vocab, D)], False  # absent: tied to token_embd
     for i in range(a.n_layers):
         yield from _attention(a, spec, f"blk.{i}.", present)
+        if spec.attention_shapes is not None:
+            yield from spec.attention_shapes(a, f"blk.{i}.", present)
         if a.is_moe_layer(i):
             yield from _moe(a, spec, f"blk.{i}.", expert_layout)
         else:
@@ -57,6 +59,8 @@ def _attention(a: ModelArgs, spec, p: str, present: Container[str]) -> Iterator[
     D, q, kv = a.d_model, a.n_heads * a.head_dim, a.n_kv_heads * a.head_dim
     yield p + "attn_norm.weight", _vector(D), True
     yield p + spec.ffn_norm + ".weight", _vector(D), True
+    if spec.attention_shapes is not None:
+        return  # the architecture's own attention (see expected())
     for part, width in (("q", q), ("k", kv), ("v", kv)):
         yield p + f"attn_{part}.weight", [(width, D)], True
         yield p + f"attn_{part}.bias", _vector(width), False

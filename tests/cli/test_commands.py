@@ -22,6 +22,21 @@ def test_inspect_reports_architecture_and_bytes():
     # one expert = gate + up + down, F32: 3 * 48 * 64 * 4 bytes = 36 KiB
     assert "36.00 KiB each" in out
     assert "qwen2moe (MoE)" in out and "50257 tokens, gpt2 (gpt-2)" in out
+    assert "grouped-query, 4 query / 2 key-value heads, head_dim 16" in out
+    assert "sigmoid-gated" in out and "softmax scores, not renormalised" in out
+    # K and V: 2 layers x 2 x 2 heads x 16 dims x 4 bytes
+    assert "KV cache           512 B per token" in out
+
+
+def test_inspect_describes_latent_attention_groups_and_dense_layers():
+    result = run_cli("inspect", str(gguf_path("deepseek2")))
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "multi-head latent, 4 heads (64 + 16 rotary dims, value 24), latent 32, query rank 64" in out
+    assert "KV cache           576 B per token" in out  # 3 layers x (32 latent + 16 rotary key) x 4 bytes
+    assert "sigmoid scores, renormalised, selection bias, 2 of 4 expert groups, weights x 2.5" in out
+    assert "layers             3 (1 dense, then 2 MoE)" in out and "32 in all" in out
+    assert "FFN width 32, ungated" in out
 
 
 def test_generate_streams_the_engines_greedy_tokens():

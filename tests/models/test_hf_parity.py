@@ -79,10 +79,25 @@ def hf_top1_kept_by_q8_0_weights(arch: str, tokens: list[int]) -> float:
     hf = load_hf_model(arch)
     ref = hf(torch.tensor([tokens])).logits[0].argmax(-1)
     for name, p in hf.named_parameters():
-        if p.ndim >= 2 and p.shape[-1] % 32 == 0 and not name.endswith(KEPT_F32):
-            rounded = quants.dequantize(quants.quantize(p.numpy(), Q8_0), Q8_0)
-            p.copy_(torch.from_numpy(np.ascontiguousarray(rounded)).reshape(p.shape))
+        if name.endswith("kv_b_proj.weight"):
+            p.copy_(_rounded_like_the_converter_kv_b(p, hf.config))
+        elif p.ndim >= 2 and p.shape[-1] % 32 == 0 and not name.endswith(KEPT_F32):
+            p.copy_(_q8_0_rounded(p))
     return (hf(torch.tensor([tokens])).logits[0].argmax(-1) == ref).float().mean().item()
+
+
+def _q8_0_rounded(p: torch.Tensor) -> torch.Tensor:
+    rounded = quants.dequantize(quants.quantize(p.numpy(), Q8_0), Q8_0)
+    return torch.from_numpy(np.ascontiguousarray(rounded)).reshape(p.shape)
+
+
+def _rounded_like_the_converter_kv_b(p: torch.Tensor, config) -> torch.Tensor:
+    """MLA's kv_b_proj [H (dn + dv), r] as the file holds it: per head K^T [r, dn] and V [dv, r], each rounded
+    along its own rows (K's rows run along dn, not r)."""
+    h, dn, dv = config.num_attention_heads, config.qk_nope_head_dim, config.v_head_dim
+    k, v = p.view(h, dn + dv, -1).split([dn, dv], dim=1)
+    k = _q8_0_rounded(k.transpose(1, 2).contiguous()).transpose(1, 2)
+    return torch.cat([k, _q8_0_rounded(v.contiguous())], dim=1).reshape(p.shape)
 
 
 @pytest.mark.parametrize("arch", ARCHS)

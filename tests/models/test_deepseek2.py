@@ -1,0 +1,49 @@
+"""DeepSeek's multi-head latent attention beyond the shared parity runner (test_hf_parity.py runs both tiny
+DeepSeek configs against transformers): the older single attn_kv_b layout gives the logits the absorbed
+attn_k_b/attn_v_b layout gives, and the KV cache holds only the compressed latent and the positional key."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from moestream.engine.loader import load_model
+from moestream.engine.sequence import new_sequence
+from tests.fixtures.gguf_edit import copy_gguf
+from tests.fixtures.tiny_models import gguf_path
+from tests.models.test_hf_parity import PROMPT, our_logits
+
+
+def _merge_kv_b(items):
+    """attn_k_b [H, r, dn] + attn_v_b [H, dv, r] -> attn_kv_b [H (dn + dv), r], as files converted before the
+    absorbed layout store it (per head: K_h = k_b[h]^T, then V_h)."""
+    pending: dict[str, dict] = {}
+    for name, data, qtype in items:
+        if not name.endswith(("attn_k_b.weight", "attn_v_b.weight")):
+            yield name, data, qtype
+            continue
+        prefix = name.rsplit("attn_", 1)[0]
+        pending.setdefault(prefix, {})[name.rsplit(".", 2)[-2]] = data
+        if len(pending[prefix]) == 2:
+            parts = pending.pop(prefix)
+            k_b, v_b = parts["attn_k_b"], parts["attn_v_b"]
+            kv_b = np.concatenate([np.swapaxes(k_b, 1, 2), v_b], axis=1)  # [H, dn + dv, r]
+            yield prefix + "attn_kv_b.weight", np.ascontiguousarray(kv_b.reshape(-1, kv_b.shape[-1])), qtype
+
+
+def test_older_kv_b_layout_gives_the_same_logits(tmp_path):
+    src = gguf_path("deepseek2")  # F32: the merge is exact
+    old = copy_gguf(src, tmp_path / "kv_b.gguf", edit_tensors=_merge_kv_b)
+    lm = load_model(old, progress=False)
+    assert "blk.1.attn_kv_b.weight" in lm.gguf.tensors and "blk.1.attn_k_b.weight" not in lm.gguf.tensors
+    torch.testing.assert_close(our_logits(old, PROMPT), our_logits(src, PROMPT), rtol=1e-5, atol=1e-5)
+
+
+def test_kv_cache_holds_the_latent_and_the_positional_key():
+    lm = load_model(gguf_path("deepseek2"), progress=False)
+    a = lm.args
+    assert lm.model.kv_dims == (1, a.kv_lora_rank, a.rope_dim) == (1, 32, 16)
+    seq = new_sequence(lm.model, PROMPT, 512)
+    assert seq.kv.k[0].shape[::2] == (1, 32) and seq.kv.v[0].shape[::2] == (1, 16)
+    # per token and layer: 48 floats, against 4 heads x (80 key + 24 value) dims uncompressed
+    assert (a.kv_lora_rank + a.rope_dim) * 4 < a.n_heads * (a.nope_dim + a.rope_dim + a.v_head_dim)
