@@ -38,7 +38,8 @@ class NativeAttentionStep:
     def build(cls, norm: RMSNorm, attn: Attention, compute: Compute) -> "NativeAttentionStep | None":
         """The native step for this layer, or None where a projection has no native kernel (or no extension) or
         the kernel refuses the layer's tensors (e.g. a file storing a norm as [1, D], which PyTorch broadcasts)."""
-        if type(attn) is not Attention or compute.device != "cpu" or not cpu.available() or attn.w.o.bias is not None:
+        if (type(attn) is not Attention or compute.device != "cpu" or not cpu.available() or attn.w.o.bias is not None
+                or attn.rope.scale != 1.0):  # the kernel computes plain cos/sin from the given frequencies
             return None
         spec = _spec(norm, attn)
         if not native.supports(spec):

@@ -21,6 +21,19 @@ MAX_CONTEXT = 1 << 24
 
 
 @dataclass(frozen=True)
+class RopeScaling:
+    """rope.scaling.* : how positions beyond the trained context are handled (layers/rope.py computes it)."""
+
+    kind: str = "none"  # "none", "linear" or "yarn"
+    factor: float = 1.0
+    original_context: int = 0  # yarn: the context the model was pretrained with
+    beta_fast: float = 32.0  # yarn: the ramp between extrapolated and interpolated frequencies
+    beta_slow: float = 1.0
+    log_multiplier: float = 0.0  # yarn (DeepSeek): 0.1 x mscale_all_dim; attention scores scale by its mscale^2
+    attn_factor: float | None = None  # yarn: cos/sin multiplier; None: derived from the factor
+
+
+@dataclass(frozen=True)
 class ModelArgs:
     arch: str
     n_layers: int
@@ -51,6 +64,7 @@ class ModelArgs:
     q_lora_rank: int = 0  # attention.q_lora_rank: 0 when the query has no low-rank step (attn_q)
     nope_dim: int = 0  # attention.key_length_mla - rope dims: the non-rotated part of a query/key head
     v_head_dim: int = 0  # attention.value_length_mla
+    rope_scaling: RopeScaling = RopeScaling()
 
     def is_moe_layer(self, layer: int) -> bool:
         return self.n_experts > 0 and layer >= self.n_dense_leading
@@ -89,15 +103,40 @@ class ModelArgs:
             ff_dense=ff_dense, ff_expert=ff_expert, ff_shared=_shared_width(m, ff_expert),
             norm_topk=m.bool("expert_weights_norm"),
             n_dense_leading=m.int("leading_dense_block_count", 0, n_blocks - n_nextn, default=0), n_nextn=n_nextn,
-            gating=_gating(m), weights_scale=m.positive_float("expert_weights_scale", default=1.0),
+            gating=_gating(m), weights_scale=m.positive_float("expert_weights_scale", default=1.0, below=1e6),
             n_groups=n_groups, n_groups_used=m.int("expert_group_used_count", 1, n_groups, default=n_groups),
             kv_lora_rank=kv_rank, q_lora_rank=m.int("attention.q_lora_rank", 0, MAX_WIDTH, default=0),
             nope_dim=m.int("attention.key_length_mla", rope_dim + 1, MAX_WIDTH, default=None) - rope_dim if kv_rank
             else 0,
             v_head_dim=m.int("attention.value_length_mla", 1, MAX_WIDTH, default=None) if kv_rank else 0,
+            rope_scaling=_rope_scaling(m),
         )
         _check_relations(args, m)
         return args
+
+
+ROPE_SCALINGS = ("none", "linear", "yarn")
+
+
+def _rope_scaling(m: "_Meta") -> RopeScaling:
+    kind = m.raw("rope.scaling.type", "none")
+    if not isinstance(kind, str) or kind not in ROPE_SCALINGS:
+        raise m.error("rope.scaling.type", f"is {_show(kind)}, which moestream does not support (supported: "
+                      f"{', '.join(ROPE_SCALINGS)}); running the file without it would give wrong output")
+    if kind == "none":
+        return RopeScaling()
+    factor = m.positive_float("rope.scaling.factor", default=1.0, below=1e6)
+    if kind == "linear":
+        return RopeScaling("linear", factor)
+    attn = m.raw("rope.scaling.yarn_attn_factor", None)
+    return RopeScaling(
+        "yarn", factor, original_context=m.int("rope.scaling.original_context_length", 1, MAX_CONTEXT),
+        beta_fast=m.positive_float("rope.scaling.yarn_beta_fast", default=32.0, below=1e6),
+        beta_slow=m.positive_float("rope.scaling.yarn_beta_slow", default=1.0, below=1e6),
+        log_multiplier=m.non_negative_float("rope.scaling.yarn_log_multiplier", default=0.0, at_most=10.0),
+        attn_factor=None if attn is None else m.positive_float("rope.scaling.yarn_attn_factor", default=1.0,
+                                                               below=1e3),
+    )
 
 
 def _check_mla(a: ModelArgs, m: "_Meta", value_length: int) -> None:
@@ -196,6 +235,12 @@ class _Meta:
         if not (math.isfinite(value) and 0 < value < below):
             limit = "" if below == math.inf else f" and below {below:g}"
             raise self.error(key, f"is {value!r}; it must be finite, above 0{limit}")
+        return float(value)
+
+    def non_negative_float(self, key: str, default: float, at_most: float) -> float:
+        value = self.raw(key, default)
+        if type(value) not in (int, float) or not (math.isfinite(value) and 0 <= value <= at_most):
+            raise self.error(key, f"must be a number from 0 to {at_most:g}, got {_show(value)}")
         return float(value)
 
     def bool(self, key: str) -> bool | None:

@@ -116,7 +116,7 @@ class DecoderModel:
         self.args, self.spec, self.compute = args, spec, compute or Compute()
         w = Weights(tensors, self.compute)
         self.embedding = w["token_embd.weight"]  # [V, D]
-        rope = Rope(args.rope_dim, args.rope_base, spec.rope)
+        rope = Rope(args.rope_dim, args.rope_base, spec.rope, args.rope_scaling)
         self._moe_workspace = new_workspace()  # buffers shared by every layer's native MoE step
         self.blocks = [self._block(w, i, rope, experts) for i in range(args.n_layers)]
         self.norm = w.norm("output_norm.weight", args.rms_eps)

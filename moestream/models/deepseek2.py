@@ -15,7 +15,7 @@ import torch
 from ..formats.weight import QuantWeight
 from ..layers.linear import QuantLinear
 from ..layers.mla import MLAttention, MLAWeights
-from ..layers.rope import Rope
+from ..layers.rope import Rope, yarn_mscale
 from .args import ModelArgs
 from .decoder import ArchSpec, Weights
 
@@ -30,6 +30,9 @@ def build_attention(w: Weights, p: str, layer: int, a: ModelArgs, rope: Rope) ->
     else:
         mla.q = w.linear(p + "attn_q.weight")
     scale = (a.nope_dim + a.rope_dim) ** -0.5
+    s = a.rope_scaling
+    if s.kind == "yarn" and s.log_multiplier:  # transformers: softmax_scale * yarn_get_mscale(factor, mscale_all_dim)^2
+        scale *= yarn_mscale(s.factor, s.log_multiplier / 0.1) ** 2
     return MLAttention(layer, mla, a.n_heads, a.nope_dim, a.rope_dim, a.v_head_dim, a.kv_lora_rank, rope, scale)
 
 

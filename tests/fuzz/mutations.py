@@ -25,7 +25,10 @@ BAD_DIMS: list[tuple[str, Callable[[int], int]]] = [
 
 def catalogue(h: Header, seed: int, n_random: int, scope: str = "all") -> list[tuple[str, Edit]]:
     """scope "all": every class; "tensors": the tensor table and header structure only (for a second base file
-    whose metadata the first already covers)."""
+    whose metadata the first already covers); "metadata": the hyper-parameters only (for files of other
+    architectures, whose keys the default model has not; "metadata:KEY,KEY": only those)."""
+    if scope.startswith("metadata:"):  # only these keys (suffixes after "{arch}.", comma-separated)
+        return list(_metadata_cases(h, set(scope.split(":", 1)[1].split(","))))
     cases = [*_tensor_cases(h), *_structure_cases(h)]
     if scope == "all":
         cases = [*_metadata_cases(h), *cases, *_tokenizer_cases(h)]
@@ -36,15 +39,27 @@ def catalogue(h: Header, seed: int, n_random: int, scope: str = "all") -> list[t
 
 # ---- hyper-parameters and general.* --------------------------------------------------------------------------
 
-def _metadata_cases(h: Header) -> Iterator[tuple[str, Edit]]:
+def _metadata_cases(h: Header, only: set[str] | None = None) -> Iterator[tuple[str, Edit]]:
     arch = h.kv("general.architecture").value
     keys = [kv.key for kv in h.kvs if kv.key.startswith(f"{arch}.")]
     keys += [f"{arch}.attention.key_length", f"{arch}.expert_weights_norm", f"{arch}.attention.value_length"]
+    if only is not None:
+        keys = [k for k in dict.fromkeys(keys) if k[len(arch) + 1:] in only]
+        yield from _key_cases(keys)
+        return
+    yield from _key_cases(keys)
+    yield from _relation_cases(arch)
+
+
+def _key_cases(keys: list[str]) -> Iterator[tuple[str, Edit]]:
     for key in keys:
         for label, vtype, value in BAD_INTS:
             yield f"{key}={label}", _set(key, vtype, value)
         yield f"{key}=array", _set(key, V.ARRAY, [1, 2, 3], V.UINT32)
         yield f"{key}=removed", _remove(key)
+
+
+def _relation_cases(arch: str) -> Iterator[tuple[str, Edit]]:
     yield "head_count_kv=5 (does not divide)", _set(f"{arch}.attention.head_count_kv", V.UINT32, 5)
     yield "expert_used_count>expert_count", _set(f"{arch}.expert_used_count", V.UINT32, 9)
     yield "rope dims odd", _set(f"{arch}.rope.dimension_count", V.UINT32, 31)

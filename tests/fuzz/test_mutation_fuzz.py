@@ -20,6 +20,7 @@ from moestream.assets import default_model_path
 from tests.fuzz.gguf_model import read_header
 from tests.fuzz.mutations import catalogue
 from tests.fixtures.gguf_edit import copy_gguf, split_experts
+from tests.fixtures.tiny_models import gguf_path
 
 SEED = 20261201
 N_RANDOM = 24
@@ -84,3 +85,27 @@ def test_mutated_files_fail_cleanly(per_expert_file):
     assert not failures, "\n\n".join(failures[:20])
     for results, _ in outcomes.values():
         assert sum(r["outcome"] == "error" for r in results) > len(results) // 2, "most hostile edits are refused"
+
+
+def test_mutated_hyper_parameters_of_latent_attention_and_grouped_routing_fail_cleanly():
+    """DeepSeek-V3's keys (MLA ranks and widths, YaRN, groups, gating, scale, dense layers): each made hostile."""
+    base = gguf_path("deepseek2yarn")
+    default_keys = {kv.key.split(".", 1)[1] for kv in read_header(default_model_path()).kvs if kv.key.startswith("llama.")}
+    arch_keys = {kv.key.split(".", 1)[1] for kv in read_header(base).kvs if kv.key.startswith("deepseek2.")}
+    scope = "metadata:" + ",".join(sorted(arch_keys - default_keys))
+    n = _n_cases(base, scope)
+    halves = [(0, n // 2), (n // 2, n)]  # two workers, one per core
+    outcomes: list = [None, None]
+    threads = [threading.Thread(target=lambda j=j: outcomes.__setitem__(j, run_worker(base, scope, *halves[j])))
+               for j in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    results = outcomes[0][0] + outcomes[1][0]
+    crashes = outcomes[0][1] + outcomes[1][1]
+    failures = crashes + [f"case {r['i']} ({r['name']}): {r['outcome']}: {r['detail']}"
+                          for r in results if r["outcome"] in ("bug", "timeout")]
+    assert n > 100 and len(results) + len(crashes) == n, "some cases neither ran nor crashed"
+    assert not failures, "\n\n".join(failures[:20])
+    assert sum(r["outcome"] == "error" for r in results) > len(results) // 2

@@ -10,7 +10,7 @@ import torch
 from moestream.engine.loader import load_model
 from moestream.engine.sequence import new_sequence
 from tests.fixtures.gguf_edit import copy_gguf
-from tests.fixtures.tiny_models import gguf_path
+from tests.fixtures.tiny_models import gguf_path, load_hf_model
 from tests.models.test_hf_parity import PROMPT, our_logits
 
 
@@ -47,3 +47,17 @@ def test_kv_cache_holds_the_latent_and_the_positional_key():
     assert seq.kv.k[0].shape[::2] == (1, 32) and seq.kv.v[0].shape[::2] == (1, 16)
     # per token and layer: 48 floats, against 4 heads x (80 key + 24 value) dims uncompressed
     assert (a.kv_lora_rank + a.rope_dim) * 4 < a.n_heads * (a.nope_dim + a.rope_dim + a.v_head_dim)
+
+
+def test_yarn_rope_matches_transformers_at_every_position():
+    """DeepSeek-V3's YaRN: interpolated low frequencies and attention scores scaled by mscale^2."""
+    hf = load_hf_model("deepseek2yarn")
+    with torch.no_grad():
+        ref = hf(torch.tensor([PROMPT])).logits[0]
+    lm = load_model(gguf_path("deepseek2yarn"), progress=False)
+    assert lm.args.rope_scaling.kind == "yarn" and lm.args.rope_scaling.factor == 8.0
+    ours = our_logits(gguf_path("deepseek2yarn"), PROMPT)
+    rel = (ours - ref).abs().amax(-1) / ref.abs().amax(-1)
+    assert rel.max() <= 1e-4, rel.tolist()
+    plain = our_logits(gguf_path("deepseek2"), PROMPT)  # same weights without YaRN: the scaling does change them
+    assert (plain - ours).abs().max() > 1e-2
