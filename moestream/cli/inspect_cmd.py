@@ -25,6 +25,7 @@ def report(info: ModelInfo) -> list[tuple[str, str]]:
     gguf, a, experts = info.gguf, info.args, info.experts
     rows = [
         ("file", f"{gguf.path} ({fmt_bytes(gguf.file_size)})"),
+        *_shards(gguf),
         ("name", str(gguf.get("general.name", "-"))),
         ("architecture", f"{a.arch} ({'MoE' if a.n_experts else 'dense'})"),
         ("layers", _layer_plan(a)),
@@ -54,6 +55,14 @@ def report(info: ModelInfo) -> list[tuple[str, str]]:
         ("chat template", "yes" if gguf.get("tokenizer.chat_template") else "no (ChatML fallback)"),
     ]
     return rows
+
+
+def _shards(gguf) -> list[tuple[str, str]]:
+    shards = getattr(gguf, "shards", None)
+    if not shards:
+        return []
+    names = ", ".join(f"{s.path.name} ({fmt_bytes(s.file_size)}, {len(s.tensors)} tensors)" for s in shards)
+    return [("split", f"{len(shards)} shards: {names}")]
 
 
 def _attention(a) -> str:

@@ -11,6 +11,7 @@ from tqdm import tqdm
 
 from ..formats import quants
 from ..formats.gguf import GGUFFile
+from ..formats.split import open_gguf
 from ..formats.weight import QuantWeight
 from ..kernels import cpu
 from ..kernels.dispatch import Compute
@@ -106,7 +107,7 @@ def _in_skipped_layer(name: str, n_layers: int) -> bool:
 
 def inspect_file(path: str | Path) -> ModelInfo:
     """Open a GGUF and check it, reading no weights (`moestream inspect`)."""
-    return check_model(GGUFFile(path))
+    return check_model(open_gguf(path))
 
 
 def _vocab_size(gguf: GGUFFile) -> int | None:
@@ -119,14 +120,14 @@ def load_model(path: str | Path, progress: bool = True, threads: int | None = No
                cache: CacheConfig = CacheConfig(), reader=None) -> LoadedModel:
     """threads: for the native kernels (default: one per core available to this process).
     cache: how experts are streamed; reader: a Reader to use instead of the configured one (tests inject faults)."""
-    info = check_model(GGUFFile(path))
+    info = check_model(open_gguf(path))
     resident = _load_resident(info.gguf, info.resident_names, progress)
     source = expert_cache = None
     if info.experts is not None:
         if cache.mmap:
             source = info.experts
         else:
-            source = expert_cache = open_cache(path, info.experts, info.args.n_experts_used, cache, reader)
+            source = expert_cache = open_cache(info.gguf.paths, info.experts, info.args.n_experts_used, cache, reader)
     try:
         model = _build(info, resident, source, threads, cache.repack != "off")
         if expert_cache is not None:

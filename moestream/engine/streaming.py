@@ -12,15 +12,15 @@ from ..cache.expert_cache import ExpertCache
 from ..cache.policy import make_policy
 from ..store.experts import ExpertStore
 from ..store import uring
-from ..store.reader import DirectFile, Reader, ThreadReader
+from ..store.reader import Reader, ThreadReader, open_file
 
 AUTO_READER = "uring"  # measured: see docs/benchmarks.md (reader backends)
 
 
 def open_reader(path, config: CacheConfig) -> Reader:
-    """The configured backend; `auto` takes io_uring where this process may use it (seccomp profiles, old
+    """path: the GGUF, or the list of its shards. The configured backend; `auto` takes io_uring where this process may use it (seccomp profiles, old
     kernels and container runtimes refuse io_uring_setup) and the thread reader otherwise, saying so once."""
-    file = DirectFile(path, direct=config.direct)
+    file = open_file(path, direct=config.direct)
     try:
         if config.reader == "uring":
             return uring.UringReader(file, config.depth)

@@ -63,6 +63,11 @@ class GGUFFile:
         self._views: dict[str, np.ndarray] = {}
 
     @property
+    def paths(self) -> list[Path]:
+        """The files holding the model (one here; formats/split.py has split models)."""
+        return [self.path]
+
+    @property
     def architecture(self) -> str:
         arch = self.metadata.get("general.architecture")
         if not isinstance(arch, str):

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from ..errors import GGUFFormatError
 from ..formats.gguf import GGUFFile, TensorInfo
+from ..formats.split import SHARD_BITS
 from ..formats.weight import ExpertWeights, QuantWeight
 
 PARTS = ("gate", "up", "down")
@@ -42,9 +43,17 @@ class ExpertStore:
         first = self.layers[0]
         self.layout = "merged" if f"blk.{first}.ffn_gate_exps.weight" in gguf.tensors else "per-expert"
         self._check_present()
-        self._end = max((gguf.tensors[n].offset + gguf.tensors[n].nbytes for n in self.tensor_names()), default=0)
-        self._fd = os.open(gguf.path, os.O_RDONLY)
-        weakref.finalize(self, os.close, self._fd)
+        # per file (a split model has several, formats/split.py): where its expert bytes end, and a descriptor
+        self._ends: dict[int, int] = {}
+        for name in self.tensor_names():
+            info = gguf.tensors[name]
+            shard, local = info.offset >> SHARD_BITS, info.offset & ((1 << SHARD_BITS) - 1)
+            self._ends[shard] = max(self._ends.get(shard, 0), local + info.nbytes)
+        paths = getattr(gguf, "paths", [gguf.path])
+        self._fds = {shard: os.open(paths[shard], os.O_RDONLY) for shard in self._ends}
+        for fd in self._fds.values():
+            weakref.finalize(self, os.close, fd)
+        self._paths = paths
 
     def tensor_names(self) -> set[str]:
         """Every tensor that belongs to a routed expert (so not resident)."""
@@ -75,13 +84,14 @@ class ExpertStore:
         return types.pop() if len(types) == 1 else None
 
     def _check_size(self) -> None:
-        size = os.fstat(self._fd).st_size
-        if size < self._end:
-            raise GGUFFormatError(
-                f"{self.gguf.path}: the file shrank to {size} bytes while in use, but its experts end at byte "
-                f"{self._end} (truncated or rewritten in place?); reading them through the memory map would crash. "
-                f"Restore the file and start again"
-            )
+        for shard, fd in self._fds.items():
+            size, end = os.fstat(fd).st_size, self._ends[shard]
+            if size < end:
+                raise GGUFFormatError(
+                    f"{self._paths[shard]}: the file shrank to {size} bytes while in use, but its experts end at byte "
+                    f"{end} (truncated or rewritten in place?); reading them through the memory map would crash. "
+                    f"Restore the file and start again"
+                )
 
     def ranges(self, layer: int, expert: int) -> list[ExpertRange]:
         return [self._range(layer, part, expert) for part in PARTS]

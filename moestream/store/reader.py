@@ -59,6 +59,10 @@ class DirectFile:
                           f"(the page cache will hold copies of expert bytes)", RuntimeWarning, stacklevel=3)
         return os.open(self.path, os.O_RDONLY), False
 
+    def locate(self, offset: int) -> tuple[int, int]:
+        """(descriptor, offset in that file) of a byte (ShardedFile has several files)."""
+        return self.fd, offset
+
     def read_into(self, offset: int, view: memoryview) -> int:
         """Fill `view` from `offset` (both aligned when direct); returns bytes read (short only at end of file)."""
         done = 0
@@ -75,6 +79,46 @@ class DirectFile:
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
+
+
+class ShardedFile:
+    """The shards of a split GGUF as one file in formats/split.py's address space (shard index << SHARD_BITS +
+    offset in the shard); DirectFile's interface."""
+
+    def __init__(self, paths: list, direct: bool = True):
+        from ..formats.split import SHARD_BITS
+
+        self.bits, self.files = SHARD_BITS, []
+        try:
+            for p in paths:
+                self.files.append(DirectFile(p, direct))
+        except BaseException:
+            self.close()
+            raise
+        self.path, self.direct = self.files[0].path, all(f.direct for f in self.files)
+
+    def locate(self, offset: int) -> tuple[int, int]:
+        shard = offset >> self.bits
+        if not 0 <= shard < len(self.files):
+            raise OSError(errno.EINVAL, f"offset {offset} is in no shard of {len(self.files)}")
+        return self.files[shard].fd, offset & ((1 << self.bits) - 1)
+
+    def read_into(self, offset: int, view: memoryview) -> int:
+        shard = offset >> self.bits
+        if not 0 <= shard < len(self.files):
+            raise OSError(errno.EINVAL, f"offset {offset} is in no shard of {len(self.files)}")
+        return self.files[shard].read_into(offset & ((1 << self.bits) - 1), view)
+
+    def close(self) -> None:
+        for f in self.files:
+            f.close()
+
+
+def open_file(paths, direct: bool = True) -> "DirectFile | ShardedFile":
+    """One path (or a list of one): DirectFile; several: the shards of a split model."""
+    if isinstance(paths, (list, tuple)):
+        return DirectFile(paths[0], direct) if len(paths) == 1 else ShardedFile(list(paths), direct)
+    return DirectFile(paths, direct)
 
 
 def _probe_direct(fd: int) -> bool:

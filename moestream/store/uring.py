@@ -112,7 +112,8 @@ class UringReader:
             job, chunk = queue[0]
             tag = next(self._tags)
             addr = ctypes.addressof(ctypes.c_char.from_buffer(chunk.view))
-            if not self._ring.queue_read(self.file.fd, addr, min(len(chunk.view), MAX_SQE_BYTES), chunk.offset, tag):
+            fd, offset = self.file.locate(chunk.offset)
+            if not self._ring.queue_read(fd, addr, min(len(chunk.view), MAX_SQE_BYTES), offset, tag):
                 break
             queue.popleft()
             background = queue is self._background

@@ -23,9 +23,9 @@ def metadata_of(source: Any) -> Mapping[str, Any]:
 
 def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
     """All key/value pairs of a GGUF file, via the one GGUF parser in moestream.formats."""
-    from ..formats.gguf import GGUFFile
+    from ..formats.split import open_gguf
 
-    return GGUFFile(path).metadata
+    return open_gguf(path).metadata
 
 
 # `tokenizer.*` keys whose values must have one Python type (arrays: of one element type) before the tokenizer
