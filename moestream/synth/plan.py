@@ -48,35 +48,65 @@ def tensor_plan(p: Preset, q: GGMLQuantizationType) -> list[TensorSpec]:
     """All tensors in file order. Norms and the router are F32 (as the converter writes them); every matrix,
     embeddings and output included, uses `q`."""
     block = GGML_QUANT_SIZES[q][0]
-    for width in (p.d_model, p.ff_expert, p.n_heads * p.head_dim):
-        if width % block:
-            raise ConfigError(f"preset '{p.name}': row width {width} is not a multiple of {q.name}'s block {block}")
     plan = [TensorSpec("token_embd.weight", (p.vocab, p.d_model), q)]
     for i in range(p.n_layers):
-        plan += _layer(p, q, f"blk.{i}.")
-    return plan + [TensorSpec("output_norm.weight", (p.d_model,), F32),
-                   TensorSpec("output.weight", (p.vocab, p.d_model), q)]
+        plan += _layer(p, q, f"blk.{i}.", dense=i < p.routing.n_dense_leading)
+    plan += [TensorSpec("output_norm.weight", (p.d_model,), F32), TensorSpec("output.weight", (p.vocab, p.d_model), q)]
+    for t in plan:
+        if t.qtype != F32 and t.fan_in % block:
+            raise ConfigError(f"preset '{p.name}': {t.name} has rows of {t.fan_in}, not a multiple of {q.name}'s "
+                              f"block {block}")
+    return plan
 
 
-def _layer(p: Preset, q: GGMLQuantizationType, b: str) -> list[TensorSpec]:
+def _layer(p: Preset, q: GGMLQuantizationType, b: str, dense: bool) -> list[TensorSpec]:
+    d = p.d_model
+    out = [TensorSpec(b + "attn_norm.weight", (d,), F32)]
+    out += _latent_attention(p, q, b) if p.latent else _attention(p, q, b)
+    out.append(TensorSpec(b + p.ffn_norm + ".weight", (d,), F32))
+    if dense:
+        return out + _ffn(b + "ffn_{}.weight", p.ff_dense, d, q)
+    r = p.routing
+    out.append(TensorSpec(b + "ffn_gate_inp.weight", (p.n_experts, d), F32))
+    if r.selection_bias:
+        out.append(TensorSpec(b + "exp_probs_b.bias", (p.n_experts,), F32))
+    out += _ffn(b + "ffn_{}_exps.weight", p.ff_expert, d, q, lead=(p.n_experts,))
+    if r.n_shared:
+        out += _ffn(b + "ffn_{}_shexp.weight", r.n_shared * p.ff_expert, d, q)
+    return out
+
+
+def _attention(p: Preset, q: GGMLQuantizationType, b: str) -> list[TensorSpec]:
     d, q_width, kv_width = p.d_model, p.n_heads * p.head_dim, p.n_kv_heads * p.head_dim
-    out = [
-        TensorSpec(b + "attn_norm.weight", (d,), F32),
-        TensorSpec(b + "attn_q.weight", (q_width, d), q),
-        TensorSpec(b + "attn_k.weight", (kv_width, d), q),
-        TensorSpec(b + "attn_v.weight", (kv_width, d), q),
-        TensorSpec(b + "attn_output.weight", (d, q_width), q),
-    ]
+    out = [TensorSpec(b + "attn_q.weight", (q_width, d), q), TensorSpec(b + "attn_k.weight", (kv_width, d), q),
+           TensorSpec(b + "attn_v.weight", (kv_width, d), q)]
+    if p.attn_bias:
+        out += [TensorSpec(b + f"attn_{x}.bias", (w,), F32) for x, w in (("q", q_width), ("k", kv_width),
+                                                                         ("v", kv_width))]
+    out.append(TensorSpec(b + "attn_output.weight", (d, q_width), q))
     if p.qk_norm:
         out += [TensorSpec(b + "attn_q_norm.weight", (p.head_dim,), F32),
                 TensorSpec(b + "attn_k_norm.weight", (p.head_dim,), F32)]
-    return out + [
-        TensorSpec(b + "ffn_norm.weight", (d,), F32),
-        TensorSpec(b + "ffn_gate_inp.weight", (p.n_experts, d), F32),
-        TensorSpec(b + "ffn_gate_exps.weight", (p.n_experts, p.ff_expert, d), q),
-        TensorSpec(b + "ffn_up_exps.weight", (p.n_experts, p.ff_expert, d), q),
-        TensorSpec(b + "ffn_down_exps.weight", (p.n_experts, d, p.ff_expert), q),
+    return out
+
+
+def _latent_attention(p: Preset, q: GGMLQuantizationType, b: str) -> list[TensorSpec]:
+    d, h, m = p.d_model, p.n_heads, p.latent
+    return [
+        TensorSpec(b + "attn_q_a.weight", (m.q_lora_rank, d), q),
+        TensorSpec(b + "attn_q_a_norm.weight", (m.q_lora_rank,), F32),
+        TensorSpec(b + "attn_q_b.weight", (h * (m.nope_dim + m.rope_dim), m.q_lora_rank), q),
+        TensorSpec(b + "attn_kv_a_mqa.weight", (m.kv_lora_rank + m.rope_dim, d), q),
+        TensorSpec(b + "attn_kv_a_norm.weight", (m.kv_lora_rank,), F32),
+        TensorSpec(b + "attn_k_b.weight", (h, m.kv_lora_rank, m.nope_dim), q),
+        TensorSpec(b + "attn_v_b.weight", (h, m.v_dim, m.kv_lora_rank), q),
+        TensorSpec(b + "attn_output.weight", (d, h * m.v_dim), q),
     ]
+
+
+def _ffn(pattern: str, f: int, d: int, q: GGMLQuantizationType, lead: tuple[int, ...] = ()) -> list[TensorSpec]:
+    return [TensorSpec(pattern.format("gate"), lead + (f, d), q), TensorSpec(pattern.format("up"), lead + (f, d), q),
+            TensorSpec(pattern.format("down"), lead + (d, f), q)]
 
 
 def aligned(n: int, align: int = GGUF_DEFAULT_ALIGNMENT) -> int:

@@ -13,13 +13,13 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
-from gguf import GGMLQuantizationType, GGUFWriter, LlamaFileType
+from gguf import ExpertGatingFuncType, GGMLQuantizationType, GGUFWriter, LlamaFileType, RopeScalingType
 from gguf.gguf_writer import WriterState
 from tqdm import tqdm
 
 from ..errors import OutputError
 from .plan import TensorSpec, aligned, file_size, tensor_plan
-from .presets import Preset
+from .presets import Preset, Routing
 from .vocab import add_vocab
 from .weights import chunks
 
@@ -73,19 +73,60 @@ def add_model_metadata(w: GGUFWriter, p: Preset, qtype: GGMLQuantizationType, na
     w.add_feed_forward_length(p.ff_dense)
     w.add_head_count(p.n_heads)
     w.add_head_count_kv(p.n_kv_heads)
-    if p.head_dim * p.n_heads != p.d_model:
+    if p.latent is not None:
+        _add_latent(w, p)
+    elif p.head_dim * p.n_heads != p.d_model:
         w.add_key_length(p.head_dim)
         w.add_value_length(p.head_dim)
-    w.add_rope_dimension_count(p.head_dim)
+    if p.latent is None:
+        w.add_rope_dimension_count(p.rope_dim or p.head_dim)
     w.add_rope_freq_base(p.rope_base)
+    if p.yarn is not None:
+        _add_yarn(w, p.yarn)
     w.add_layer_norm_rms_eps(p.rms_eps)
     w.add_expert_count(p.n_experts)
     w.add_expert_used_count(p.n_experts_used)
     if p.ff_expert != p.ff_dense:
         w.add_expert_feed_forward_length(p.ff_expert)
+    _add_routing(w, p)
     w.add_vocab_size(p.vocab)
     w.add_file_type(FILE_TYPES[qtype])
     w.add_quantization_version(2)
+
+
+def _add_latent(w: GGUFWriter, p: Preset) -> None:
+    """MLA as the converter writes it: the cache's key is latent + rope dims, its value the latent."""
+    m = p.latent
+    w.add_q_lora_rank(m.q_lora_rank)
+    w.add_kv_lora_rank(m.kv_lora_rank)
+    w.add_key_length(m.kv_lora_rank + m.rope_dim)
+    w.add_value_length(m.kv_lora_rank)
+    w.add_key_length_mla(m.nope_dim + m.rope_dim)
+    w.add_value_length_mla(m.v_dim)
+    w.add_rope_dimension_count(m.rope_dim)
+
+
+def _add_yarn(w: GGUFWriter, y) -> None:
+    w.add_rope_scaling_type(RopeScalingType.YARN)
+    w.add_rope_scaling_factor(y.factor)
+    w.add_rope_scaling_orig_ctx_len(y.original_context)
+    w.add_rope_scaling_yarn_beta_fast(y.beta_fast)
+    w.add_rope_scaling_yarn_beta_slow(y.beta_slow)
+    if y.log_multiplier:
+        w.add_rope_scaling_yarn_log_mul(y.log_multiplier)
+
+
+def _add_routing(w: GGUFWriter, p: Preset) -> None:
+    r = p.routing
+    if r == Routing():
+        return
+    w.add_leading_dense_block_count(r.n_dense_leading)
+    w.add_expert_shared_count(r.n_shared)
+    w.add_expert_gating_func(ExpertGatingFuncType.SIGMOID if r.gating == "sigmoid" else ExpertGatingFuncType.SOFTMAX)
+    w.add_expert_weights_scale(r.weights_scale)
+    w.add_expert_weights_norm(r.weights_norm)
+    w.add_expert_group_count(r.n_groups)
+    w.add_expert_group_used_count(r.groups_used)
 
 
 def check_destination(out: Path, tmp: Path, total: int) -> None:

@@ -78,6 +78,15 @@ DEEPSEEK_CODER = [
     r"\p{N}",
 ]
 
+# DeepSeek-V3/R1 (llama.cpp's DEEPSEEK3_LLM): digits in threes, CJK runs, then words with their marks, and
+# punctuation runs that may take a letter run after them
+DEEPSEEK_V3 = [
+    r"\p{N}{1,3}",
+    "[\u4e00-\u9fa5\u3040-\u309f\u30a0-\u30ff]+",
+    r"""[!"#$%&'()*+,\-./:;<=>?@\[\\\]^_`{|}~][A-Za-z]+|[^\r\n\p{L}\p{P}\p{S}]?[\p{L}\p{M}]+"""
+    r"""| ?[\p{P}\p{S}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+""",
+]
+
 FALCON = [r"[\p{P}\$\+<=>\^~\|`]+", GPT2, "[0-9][0-9][0-9]"]
 
 # StarCoder family: every digit alone, then GPT-2.
@@ -93,6 +102,7 @@ class PreTokenizer:
     patterns: tuple[str, ...]
     ignore_merges: bool = False  # a pre-token that is itself a vocabulary entry skips BPE (HF's ignore_merges)
     add_bos: bool = False  # llama.cpp's default when the GGUF has no tokenizer.ggml.add_bos_token
+    bos: bool = True  # False: never a BOS, whatever the GGUF says (llama.cpp drops GLM-4's bos id)
 
     def compile(self) -> list[regex.Pattern]:
         return [regex.compile(p) for p in self.patterns]
@@ -119,6 +129,8 @@ PRE_TOKENIZERS: dict[str, PreTokenizer] = {
     "deepseek-llm": PreTokenizer(tuple(DEEPSEEK_LLM)),
     "deepseek-coder": PreTokenizer(tuple(DEEPSEEK_CODER)),
     "falcon": PreTokenizer(tuple(FALCON)),
+    "deepseek-v3": PreTokenizer(tuple(DEEPSEEK_V3)),
+    **dict.fromkeys(("glm4", "glm5"), PreTokenizer((LLAMA3,), ignore_merges=True, bos=False)),
 }
 
 

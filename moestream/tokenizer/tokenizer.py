@@ -44,6 +44,8 @@ class Tokenizer:
         # SPM adds BOS unless told otherwise; BPE only for pre types that ask for it (Llama 3).
         default_bos = True if self.is_spm else self._model.pre_tokenizer.add_bos
         self.add_bos_default = bool(meta.get("tokenizer.ggml.add_bos_token", default_bos))
+        if not self.is_spm and not self._model.pre_tokenizer.bos:
+            self.add_bos_default = False
         self.add_eos_default = bool(meta.get("tokenizer.ggml.add_eos_token", False))
         # Filled on first use: converting every piece up front costs ~0.5 s for a 256k vocabulary.
         self._pieces: list[bytes | None] = [None] * len(self.vocab)

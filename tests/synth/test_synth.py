@@ -24,6 +24,7 @@ from moestream.formats.gguf import GGUFFile
 from moestream.models.args import ModelArgs
 from moestream.synth import PRESETS, QTYPES, tensor_plan, write_synth
 from moestream.synth import writer
+from moestream.synth.presets import Latent, Routing, Yarn
 from moestream.synth.weights import block_scale
 from moestream.tokenizer import Tokenizer
 from tests.cli.test_bad_input import assert_one_line_error, run_cli
@@ -35,6 +36,15 @@ SMALL = {
     # keeps head_dim 128 != d_model / n_heads, so the key/value lengths are written as for the real model
     "qwen3-30b-a3b": dict(n_layers=2, d_model=256, n_heads=4, n_kv_heads=2, n_experts=16, n_experts_used=4,
                           ff_expert=128, ff_dense=512),
+    # one dense layer, MLA, 4 groups of which 2 used (the preset's 8 of which 4, scaled down with the experts)
+    "deepseek-v3": dict(n_layers=3, d_model=256, n_heads=4, head_dim=96, n_experts=16, n_experts_used=4,
+                        ff_expert=128, ff_dense=512,
+                        routing=Routing(n_dense_leading=1, n_shared=1, gating="sigmoid", selection_bias=True,
+                                        weights_scale=2.5, weights_norm=True, n_groups=4, groups_used=2),
+                        latent=Latent(q_lora_rank=128, kv_lora_rank=64, nope_dim=32, rope_dim=32, v_dim=32),
+                        yarn=Yarn(factor=8.0, original_context=4096, log_multiplier=0.1)),
+    "glm-4.5-air": dict(n_layers=2, d_model=256, n_heads=4, n_kv_heads=2, head_dim=64, rope_dim=32, n_experts=16,
+                        n_experts_used=4, ff_expert=128, ff_dense=512),
 }
 
 
@@ -55,6 +65,8 @@ def written(request, tmp_path_factory):
 @pytest.mark.parametrize("name, n_tensors, params_b, q4_0_gb", [
     ("mixtral-8x7b", 1 + 32 * 10 + 2, 46.70, 26.27),
     ("qwen3-30b-a3b", 1 + 48 * 12 + 2, 30.53, 17.22),
+    ("deepseek-v3", 1 + 3 * 13 + 58 * 18 + 2, 671.03, 377.82),  # real: 671B without its MTP block
+    ("glm-4.5-air", 1 + 1 * 12 + 45 * 17 + 2, 106.85, 60.19),  # real: 106B
 ])
 def test_full_presets_have_the_real_models_size(name, n_tensors, params_b, q4_0_gb):
     plan = tensor_plan(PRESETS[name], Q4_0)
