@@ -91,9 +91,11 @@ class ModelArgs:
         n_groups = m.int("expert_group_count", 1, max(n_experts, 1), default=1)
         kv_rank = m.int("attention.kv_lora_rank", 0, MAX_WIDTH, default=0)
         rope_dim = m.int("rope.dimension_count", 2, head_dim, default=head_dim)
+        n_kv_heads = m.int("attention.head_count_kv", 1, n_heads, default=n_heads)
+        latent = _latent(m, kv_rank, rope_dim, head_dim, n_kv_heads) if kv_rank else dict(nope_dim=0, v_head_dim=0)
         args = cls(
             arch=arch, n_layers=n_blocks - n_nextn, d_model=d_model, n_heads=n_heads,
-            n_kv_heads=m.int("attention.head_count_kv", 1, n_heads, default=n_heads), head_dim=head_dim,
+            n_kv_heads=latent.pop("n_kv_heads", n_kv_heads), head_dim=latent.pop("head_dim", head_dim),
             rope_dim=rope_dim,
             rope_base=m.positive_float("rope.freq_base", default=10000.0),
             rms_eps=m.positive_float("attention.layer_norm_rms_epsilon", default=1e-5, below=1.0),
@@ -105,10 +107,7 @@ class ModelArgs:
             n_dense_leading=m.int("leading_dense_block_count", 0, n_blocks - n_nextn, default=0), n_nextn=n_nextn,
             gating=_gating(m), weights_scale=m.positive_float("expert_weights_scale", default=1.0, below=1e6),
             n_groups=n_groups, n_groups_used=m.int("expert_group_used_count", 1, n_groups, default=n_groups),
-            kv_lora_rank=kv_rank, q_lora_rank=m.int("attention.q_lora_rank", 0, MAX_WIDTH, default=0),
-            nope_dim=m.int("attention.key_length_mla", rope_dim + 1, MAX_WIDTH, default=None) - rope_dim if kv_rank
-            else 0,
-            v_head_dim=m.int("attention.value_length_mla", 1, MAX_WIDTH, default=None) if kv_rank else 0,
+            kv_lora_rank=kv_rank, q_lora_rank=m.int("attention.q_lora_rank", 0, MAX_WIDTH, default=0), **latent,
             rope_scaling=_rope_scaling(m),
         )
         _check_relations(args, m)
@@ -139,16 +138,27 @@ def _rope_scaling(m: "_Meta") -> RopeScaling:
     )
 
 
-def _check_mla(a: ModelArgs, m: "_Meta", value_length: int) -> None:
-    """What the converter writes for MLA: the cache's key is latent + rope dims, its value the latent, one KV head."""
-    if a.head_dim != a.kv_lora_rank + a.rope_dim:
-        raise m.error("attention.key_length", f"is {a.head_dim}; with attention.kv_lora_rank {a.kv_lora_rank} and "
-                      f"rope.dimension_count {a.rope_dim} it must be {a.kv_lora_rank + a.rope_dim}")
-    if value_length != a.kv_lora_rank:
+def _latent(m: "_Meta", rank: int, rope_dim: int, key_length: int, n_kv_heads: int) -> dict:
+    """MLA's per-head widths, in either convention of the converter, as ModelArgs fields (head_dim and n_kv_heads
+    then describe what is cached: latent + rope dims, one "head"):
+    - today's: key_length_mla / value_length_mla give the head widths, key_length / value_length the cache's;
+    - files from before the absorbed layout (attn_kv_b): key_length and value_length give the head widths."""
+    value_length = m.int("attention.value_length", 1, MAX_WIDTH, default=key_length)
+    if m.raw("attention.key_length_mla", None) is None:
+        if key_length <= rope_dim:
+            raise m.error("attention.key_length", f"is {key_length}; it must exceed rope.dimension_count "
+                          f"{rope_dim} (a head's key is its non-rotated dims, then the rotated ones)")
+        return dict(nope_dim=key_length - rope_dim, v_head_dim=value_length, head_dim=rank + rope_dim, n_kv_heads=1)
+    if key_length != rank + rope_dim:
+        raise m.error("attention.key_length", f"is {key_length}; with attention.kv_lora_rank {rank} and "
+                      f"rope.dimension_count {rope_dim} it must be {rank + rope_dim}")
+    if value_length != rank:
         raise m.error("attention.value_length", f"is {value_length}; with multi-head latent attention it must be "
-                      f"attention.kv_lora_rank ({a.kv_lora_rank})")
-    if a.n_kv_heads != 1:
-        raise m.error("attention.head_count_kv", f"is {a.n_kv_heads}; multi-head latent attention caches one")
+                      f"attention.kv_lora_rank ({rank})")
+    if n_kv_heads != 1:
+        raise m.error("attention.head_count_kv", f"is {n_kv_heads}; multi-head latent attention caches one")
+    return dict(nope_dim=m.int("attention.key_length_mla", rope_dim + 1, MAX_WIDTH) - rope_dim,
+                v_head_dim=m.int("attention.value_length_mla", 1, MAX_WIDTH))
 
 
 GATING_FUNCS = {1: "softmax", 2: "sigmoid"}  # llama.cpp's LLAMA_EXPERT_GATING_FUNC_TYPE values
@@ -178,9 +188,7 @@ def _check_relations(a: ModelArgs, m: "_Meta") -> None:
     if a.rope_dim % 2:
         raise m.error("rope.dimension_count", f"{a.rope_dim} is odd (RoPE rotates pairs)")
     value_length = m.int("attention.value_length", 1, MAX_WIDTH, default=a.head_dim)
-    if a.kv_lora_rank:
-        _check_mla(a, m, value_length)
-    elif value_length != a.head_dim:
+    if not a.kv_lora_rank and value_length != a.head_dim:
         raise m.error("attention.value_length", f"{value_length} differs from key_length {a.head_dim}, which "
                       f"architecture '{a.arch}' does not support")
     if a.n_experts % a.n_groups:

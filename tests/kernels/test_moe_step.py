@@ -237,6 +237,17 @@ def test_nan_inputs_stay_in_their_rows():
     assert out[1].isnan().all() and not out[[0, 2]].isnan().any()
 
 
+def test_nan_inputs_stay_in_their_rows_with_grouped_routing():
+    grouped = dict(scoring="sigmoid", bias=True, scale=2.5, n_groups=4, groups_used=2)
+    norm, moe = layer(Q.Q8_0, 16, 3, True, True, seed=12, grouped=grouped, shared_gated=False)
+    x = activations(3, 64, seed=13)
+    x[1, 7] = float("nan")
+    step = native_step(norm, moe)
+    step.ws.poison()
+    out = step(x)
+    assert out[1].isnan().all() and not out[[0, 2]].isnan().any()
+
+
 def test_refuses_bad_input():
     norm, moe = layer(Q.Q8_0, 8, 2, True, False)
     step = native_step(norm, moe)

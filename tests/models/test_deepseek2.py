@@ -31,11 +31,25 @@ def _merge_kv_b(items):
             yield prefix + "attn_kv_b.weight", np.ascontiguousarray(kv_b.reshape(-1, kv_b.shape[-1])), qtype
 
 
+def _old_metadata(meta):
+    """The keys as converters wrote them before the absorbed layout: key/value lengths are a head's (dn + dr, dv),
+    every head has its own K/V head, and there are no *_mla keys."""
+    meta = dict(meta)
+    mla_key, v_mla = meta.pop("deepseek2.attention.key_length_mla"), meta.pop("deepseek2.attention.value_length_mla")
+    meta["deepseek2.attention.key_length"] = mla_key
+    meta["deepseek2.attention.value_length"] = v_mla
+    heads = meta["deepseek2.attention.head_count"]
+    meta["deepseek2.attention.head_count_kv"] = (heads[0], *meta["deepseek2.attention.head_count_kv"][1:])
+    return meta
+
+
 def test_older_kv_b_layout_gives_the_same_logits(tmp_path):
     src = gguf_path("deepseek2")  # F32: the merge is exact
-    old = copy_gguf(src, tmp_path / "kv_b.gguf", edit_tensors=_merge_kv_b)
+    old = copy_gguf(src, tmp_path / "kv_b.gguf", edit_tensors=_merge_kv_b, edit_metadata=_old_metadata)
     lm = load_model(old, progress=False)
     assert "blk.1.attn_kv_b.weight" in lm.gguf.tensors and "blk.1.attn_k_b.weight" not in lm.gguf.tensors
+    assert "deepseek2.attention.key_length_mla" not in lm.gguf.metadata
+    assert lm.args == load_model(src, progress=False).args  # the same widths, read from the other convention
     torch.testing.assert_close(our_logits(old, PROMPT), our_logits(src, PROMPT), rtol=1e-5, atol=1e-5)
 
 
