@@ -1,4 +1,4 @@
-"""Speculative decoding (--draft ngram) off vs on, in one process on one loaded model per arm, interleaved prompt by
+"""Speculative decoding (--draft ngram, or --draft-model FILE) off vs on, in one process on one loaded model per arm, interleaved prompt by
 prompt: decode tokens/s, the share of drafted tokens kept, and whether the greedy output is identical (it must be).
 
     PYTHONPATH=. python bench/speculative.py [-m FILE.gguf] [-n 64] [--rounds 2] [--ram-budget 2GiB] [--json out]
@@ -55,17 +55,21 @@ def main() -> None:
     ap.add_argument("-n", "--tokens", type=int, default=64)
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--ram-budget", default=None, help="expert cache budget per engine (streaming regime)")
+    ap.add_argument("--draft-model", default=None, help="compare a draft model (same vocabulary) instead of ngram")
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
+    spec = "model" if args.draft_model else "ngram"
     cache = CacheConfig(ram_budget=parse_bytes(args.ram_budget)) if args.ram_budget else CacheConfig()
-    engines = {d: Engine.open(args.model, EngineConfig(cache=cache, progress=False, draft=d)) for d in ("off", "ngram")}
+    engines = {d: Engine.open(args.model, EngineConfig(cache=cache, progress=False, draft=d,
+                                                       draft_model=args.draft_model if d == "model" else None))
+               for d in ("off", spec)}
     rows = []
     for name, text in PROMPTS.items():
         prompt = engines["off"].encode_chat([{"role": "user", "content": text}])
-        tps, outputs, kept = {"off": [], "ngram": []}, {}, []
-        hits = {"off": [0, 0, 0], "ngram": [0, 0, 0]}  # hits, lookups, bytes read (of the timed runs)
+        tps, outputs, kept = {"off": [], spec: []}, {}, []
+        hits = {"off": [0, 0, 0], spec: [0, 0, 0]}  # hits, lookups, bytes read (of the timed runs)
         for r in range(args.rounds):
-            for arm in (("off", "ngram") if r % 2 == 0 else ("ngram", "off")):
+            for arm in (("off", spec) if r % 2 == 0 else (spec, "off")):
                 sched = engines[arm].scheduler
                 before = (sched.drafted, sched.accepted)
                 cache0 = cache_counts(engines[arm])
@@ -73,22 +77,22 @@ def main() -> None:
                 hits[arm] = [a + b - c for a, b, c in zip(hits[arm], cache_counts(engines[arm]), cache0)]
                 tps[arm].append(rate)
                 outputs.setdefault(arm, tokens)
-                if arm == "ngram":
+                if arm == spec:
                     drafted, accepted = sched.drafted - before[0], sched.accepted - before[1]
                     kept.append((accepted, drafted))
         accepted, drafted = sum(a for a, _ in kept), sum(d for _, d in kept)
-        row = {"prompt": name, "tps_off": statistics.median(tps["off"]), "tps_ngram": statistics.median(tps["ngram"]),
+        row = {"prompt": name, "tps_off": statistics.median(tps["off"]), f"tps_{spec}": statistics.median(tps[spec]),
                "drafted": drafted, "accepted": accepted, "acceptance": accepted / drafted if drafted else 0.0,
-               "identical": outputs["off"] == outputs["ngram"], "rounds_off": tps["off"], "rounds_ngram": tps["ngram"],
+               "identical": outputs["off"] == outputs[spec], "rounds_off": tps["off"], f"rounds_{spec}": tps[spec],
                **{f"hit_rate_{arm}": h / n if n else 0.0 for arm, (h, n, _) in hits.items()},
                **{f"bytes_read_{arm}": b for arm, (_, _, b) in hits.items()}}
-        row["speedup"] = row["tps_ngram"] / row["tps_off"] if row["tps_off"] else 0.0
+        row["speedup"] = row[f"tps_{spec}"] / row["tps_off"] if row["tps_off"] else 0.0
         rows.append(row)
-        print(f"{name:<26} off {row['tps_off']:7.2f} tok/s  ngram {row['tps_ngram']:7.2f} tok/s  "
+        print(f"{name:<26} off {row['tps_off']:7.2f} tok/s  {spec} {row[f'tps_{spec}']:7.2f} tok/s  "
               f"x{row['speedup']:.2f}  kept {accepted}/{drafted} ({100 * row['acceptance']:.0f}%)  "
-              f"identical {row['identical']}  hit rate off {100 * row['hit_rate_off']:.0f}% ngram "
-              f"{100 * row['hit_rate_ngram']:.0f}%, read off {row['bytes_read_off'] / 2**20:.0f} MiB ngram "
-              f"{row['bytes_read_ngram'] / 2**20:.0f} MiB", flush=True)
+              f"identical {row['identical']}  hit rate off {100 * row['hit_rate_off']:.0f}% {spec} "
+              f"{100 * row[f'hit_rate_{spec}']:.0f}%, read off {row['bytes_read_off'] / 2**20:.0f} MiB {spec} "
+              f"{row[f'bytes_read_{spec}'] / 2**20:.0f} MiB", flush=True)
     for engine in engines.values():
         engine.close()
     if args.json:

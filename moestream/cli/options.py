@@ -46,13 +46,21 @@ def add_draft_flags(p: argparse.ArgumentParser) -> None:
                         "sampling (default %(default)s)")
     g.add_argument("--draft-tokens", type=int, default=ENGINE.draft_tokens, metavar="N",
                    help="most tokens guessed per step (default %(default)s)")
+    g.add_argument("--draft-model", metavar="FILE", default=ENGINE.draft_model,
+                   help="a small GGUF with the same vocabulary that guesses the next tokens greedily (implies "
+                        "--draft model); the output is the same as without it at temperature 0")
 
 
 def engine_config(args: argparse.Namespace, **fields) -> EngineConfig:
     """The EngineConfig of the -c/-t, streaming and draft flags; `fields` sets the others (batch limits, progress)."""
     return EngineConfig(cache=cache_config(args), threads=args.threads, context_length=args.ctx_size or None,
-                        draft=getattr(args, "draft", ENGINE.draft),
+                        draft=_draft_mode(args), draft_model=getattr(args, "draft_model", ENGINE.draft_model),
                         draft_tokens=getattr(args, "draft_tokens", ENGINE.draft_tokens), **fields)
+
+
+def _draft_mode(args: argparse.Namespace) -> str:
+    mode = getattr(args, "draft", ENGINE.draft)
+    return "model" if getattr(args, "draft_model", None) and mode == "off" else mode
 
 
 def batch_fields(args: argparse.Namespace) -> dict:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-DRAFT_MODES = ("off", "ngram")
+DRAFT_MODES = ("off", "ngram", "model")  # model: a small GGUF with the same vocabulary (engine/model_drafter.py)
 DRAFT_TOKENS = 8  # most tokens proposed per step (the native layer steps take segments of up to 16)
 MAX_NGRAM = 3
 COOLDOWN_MAX = 32  # steps without guesses after repeated rejections, at most
@@ -35,13 +35,20 @@ class Drafter(Protocol):
         ...
 
 
-class NgramDrafter:
-    def __init__(self, max_ngram: int = MAX_NGRAM, max_length: int = DRAFT_TOKENS):
-        self.max_ngram, self.max_length = max_ngram, max_length
-        self._ends: dict[tuple[int, ...], int] = {}  # n-gram -> index just after its latest occurrence
-        self._indexed = 0  # tokens[:_indexed] have had every n-gram ending in them recorded
+class AdaptiveLength:
+    """The back-off both drafters share: how many guesses the next proposal may make (`allowed`), from `feedback`."""
+
+    def __init__(self, max_length: int):
+        self.max_length = max_length
         self.length = max_length  # most guesses the next proposal may make
         self._cooldown = self._rejections = 0
+
+    def allowed(self, limit: int) -> int:
+        """Guesses to make now (0 while cooling down after rejections); counts this step of a cool-down."""
+        if self._cooldown:
+            self._cooldown -= 1
+            return 0
+        return max(0, min(limit, self.length))
 
     def feedback(self, proposed: int, accepted: int) -> None:
         if proposed == 0:
@@ -54,11 +61,16 @@ class NgramDrafter:
         self._rejections = 0
         self.length = min(self.max_length, 2 * proposed if accepted == proposed else accepted + 1)
 
+
+class NgramDrafter(AdaptiveLength):
+    def __init__(self, max_ngram: int = MAX_NGRAM, max_length: int = DRAFT_TOKENS):
+        super().__init__(max_length)
+        self.max_ngram = max_ngram
+        self._ends: dict[tuple[int, ...], int] = {}  # n-gram -> index just after its latest occurrence
+        self._indexed = 0  # tokens[:_indexed] have had every n-gram ending in them recorded
+
     def propose(self, tokens: list[int], limit: int) -> list[int]:
-        if self._cooldown:
-            self._cooldown -= 1
-            return []
-        limit = min(limit, self.length)
+        limit = self.allowed(limit)
         if limit <= 0 or len(tokens) < 2:
             return []
         self._index(tokens, len(tokens) - 1)  # everything but the newest token, so its own n-grams don't match
@@ -80,9 +92,16 @@ class NgramDrafter:
         self._indexed = max(self._indexed, upto)
 
 
-def make_drafter(mode: str, max_length: int = DRAFT_TOKENS) -> Drafter | None:
+def make_drafter(mode: str, max_length: int = DRAFT_TOKENS, model=None, context_length: int = 0) -> Drafter | None:
+    """model: the draft DecoderModel for mode "model" (one per engine; each drafter keeps its own KV cache)."""
     if mode == "off":
         return None
     if mode == "ngram":
         return NgramDrafter(max_length=max_length)
+    if mode == "model":
+        if model is None:
+            raise ValueError("draft mode 'model' needs a draft model")
+        from .model_drafter import ModelDrafter
+
+        return ModelDrafter(model, max_length, context_length)
     raise ValueError(f"unknown draft mode {mode!r}")

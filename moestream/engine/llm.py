@@ -54,8 +54,9 @@ class EngineConfig:
     max_queue: int = MAX_WAITING  # requests waiting for a slot before QueueFull
     prefill_chunk: int = PREFILL_CHUNK  # prompt tokens per step
     progress: bool = True  # a progress bar while loading large resident weights
-    draft: str = "off"  # speculative decoding: "off" or "ngram" (prompt lookup, engine/drafting.py)
+    draft: str = "off"  # speculative decoding: "off", "ngram" (prompt lookup, engine/drafting.py) or "model"
     draft_tokens: int = DRAFT_TOKENS  # most tokens drafted per step
+    draft_model: str | None = None  # draft "model": a small GGUF with the same vocabulary (engine/model_drafter.py)
 
     def __post_init__(self) -> None:
         if not isinstance(self.cache, CacheConfig):
@@ -68,6 +69,10 @@ class EngineConfig:
         if self.draft not in DRAFT_MODES:
             raise ConfigError(f"unknown --draft {self.draft!r}; choose {' or '.join(DRAFT_MODES)}")
         _at_least(self.draft_tokens, 1, "--draft-tokens")
+        if self.draft == "model" and self.draft_model is None:
+            raise ConfigError("--draft model needs --draft-model FILE")
+        if self.draft_model is not None and self.draft != "model":
+            raise ConfigError(f"--draft-model guesses with a model, but --draft is {self.draft!r}")
         if self.draft_tokens > MAX_DRAFT_TOKENS:
             raise ConfigError(f"--draft-tokens must be at most {MAX_DRAFT_TOKENS} (one verify step of a sequence "
                               f"is a segment of at most 16 tokens), got {self.draft_tokens}")
@@ -83,12 +88,15 @@ def _at_least(value: int | None, least: int, flag: str) -> None:
 class Engine:
     """A loaded model with its tokenizer, chat template, expert cache, scheduler and run summary."""
 
-    def __init__(self, lm: LoadedModel, config: EngineConfig):
+    def __init__(self, lm: LoadedModel, config: EngineConfig, draft: LoadedModel | None = None):
         """Use Engine.open."""
-        self.lm, self.config = lm, config
+        self.lm, self.config, self.draft = lm, config, draft
         self.context_length = config.context_length or min(lm.args.context_length, DEFAULT_CONTEXT_CAP)
+        if draft is not None:
+            check_same_vocabulary(lm, draft)
         self.scheduler = Scheduler(lm.model, self.context_length, config.max_batch, config.max_queue,
-                                   config.prefill_chunk, draft=config.draft, draft_tokens=config.draft_tokens)
+                                   config.prefill_chunk, draft=config.draft, draft_tokens=config.draft_tokens,
+                                   draft_model=self._draft_model)
         self._meter = StepMeter(lm.cache)  # decode steps of every generate() call
         self._prompt_tokens, self._prefill_seconds = 0, 0.0
 
@@ -96,14 +104,25 @@ class Engine:
     def open(cls, path: str | Path, config: EngineConfig = EngineConfig(), reader=None) -> Engine:
         """reader: a store Reader to use instead of the configured one (tests inject faults)."""
         lm = load_model(path, progress=config.progress, threads=config.threads, cache=config.cache, reader=reader)
+        draft = None
         try:
-            return cls(lm, config)
+            if config.draft_model is not None:  # resident or cached as it fits: it is meant to be small
+                draft = load_model(config.draft_model, progress=config.progress, threads=config.threads)
+            return cls(lm, config, draft)
         except BaseException:
             lm.close()  # the cache's reader threads would outlive a failed open
+            if draft is not None:
+                draft.close()
             raise
 
     def close(self) -> None:
         self.lm.close()
+        if self.draft is not None:
+            self.draft.close()
+
+    @property
+    def _draft_model(self):
+        return None if self.draft is None else self.draft.model
 
     def __enter__(self) -> Engine:
         return self
@@ -199,7 +218,7 @@ class Engine:
         prompt = torch.randint(0, self.model.vocab_size, (n_prompt,), generator=torch.Generator().manual_seed(seed))
         # a scheduler sized for this run: the whole prompt in one step, the context just long enough
         sched = Scheduler(self.model, n_prompt + n_decode + 1, 1, 1, n_prompt, draft=self.config.draft,
-                          draft_tokens=self.config.draft_tokens)
+                          draft_tokens=self.config.draft_tokens, draft_model=self._draft_model)
         params = SamplingParams(temperature=1.0, top_k=0, top_p=1.0, min_p=0.0, seed=seed)
         events = drive(sched, request(prompt.tolist(), params, n_decode + 1))
         t0 = time.perf_counter()
@@ -215,3 +234,16 @@ class Engine:
         (engine/trace.py); call `new_sequence()` on the recorder before each prompt."""
         out.write(json.dumps(trace_header(self.lm, ahead)) + "\n")
         return RoutingRecorder(self.model, out, ahead)
+
+
+def check_same_vocabulary(target: LoadedModel, draft: LoadedModel) -> None:
+    """A draft model must speak the target's token ids: the same vocabulary size and, where both files carry a
+    tokenizer, the same tokens."""
+    if draft.model.vocab_size != target.model.vocab_size:
+        raise ConfigError(f"--draft-model {draft.path.name} has a vocabulary of {draft.model.vocab_size} tokens, "
+                          f"{target.path.name} {target.model.vocab_size}: a draft model needs the same vocabulary")
+    ours, theirs = target.gguf.get("tokenizer.ggml.tokens"), draft.gguf.get("tokenizer.ggml.tokens")
+    if ours and theirs and ours != theirs:
+        first = next(i for i, (a, b) in enumerate(zip(ours, theirs)) if a != b)
+        raise ConfigError(f"--draft-model {draft.path.name} has other tokens than {target.path.name} (token {first}: "
+                          f"{theirs[first]!r} against {ours[first]!r}): a draft model needs the same vocabulary")

@@ -88,10 +88,10 @@ class Scheduler:
     def __init__(self, model: DecoderModel, context_length: int, max_batch: int = MAX_BATCH,
                  max_waiting: int = MAX_WAITING, prefill_tokens: int = PREFILL_CHUNK,
                  on_step: Callable[[StepInfo], None] | None = None, draft: str = "off",
-                 draft_tokens: int = DRAFT_TOKENS):
+                 draft_tokens: int = DRAFT_TOKENS, draft_model: DecoderModel | None = None):
         self.model, self.context_length = model, context_length
-        self.draft, self.draft_tokens = draft, draft_tokens
-        make_drafter(draft)  # an unknown mode fails here, not at the first request
+        self.draft, self.draft_tokens, self.draft_model = draft, draft_tokens, draft_model
+        make_drafter(draft, draft_tokens, draft_model, context_length)  # a bad mode fails here, not at a request
         self.drafted = self.accepted = 0  # speculative decoding: tokens proposed, and proposed then kept
         self.max_batch, self.max_waiting, self.prefill_tokens = max_batch, max_waiting, prefill_tokens
         self.on_step = on_step
@@ -181,7 +181,7 @@ class Scheduler:
                     req.on_event(TokenOut(None, finish_reason="cancelled"))
                     continue
                 seq = new_sequence(self.model, req.prompt, self.context_length)
-                self._running.append(_Slot(req, seq, Sampler(req.params), drafter=make_drafter(self.draft, self.draft_tokens)))
+                self._running.append(_Slot(req, seq, Sampler(req.params), drafter=self._drafter()))
 
     def _drop_cancelled(self) -> None:
         for slot in self._running:
@@ -201,6 +201,9 @@ class Scheduler:
             if n > 0:
                 work.append((slot, n))
         return work
+
+    def _drafter(self) -> Drafter | None:
+        return make_drafter(self.draft, self.draft_tokens, self.draft_model, self.context_length)
 
     def _propose(self, slot: _Slot) -> int:
         """Draft tokens for a decoding slot (speculative decoding), within its token and context limits."""
