@@ -51,6 +51,12 @@ class Compute:
     def matmul(self, x: torch.Tensor, w: QuantWeight) -> torch.Tensor:
         return TABLE[(w.qtype, self.device)](x, w, self.threads)
 
+    def matmul_heads(self, x: torch.Tensor, w: QuantWeight, n_heads: int) -> torch.Tensor:
+        """x [T, H, K], w: H matrices [N, K] stacked as [H N, K] -> [T, H, N] (one product per head)."""
+        if self.device == "cpu" and self.is_native(w) and w.shape[0] % n_heads == 0:
+            return cpu.matmul_heads(x, w, n_heads, self.threads)
+        return reference.matmul_heads(x, w, n_heads)
+
     def prepare(self, w: QuantWeight) -> QuantWeight:
         """The weight as this Compute runs it best: a packed copy where repack is on and the type packs."""
         return cpu.pack(w, self.threads) if self.repack and self.device == "cpu" and cpu.can_pack(w) else w

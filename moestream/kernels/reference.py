@@ -24,6 +24,13 @@ def matmul(x: torch.Tensor, w: QuantWeight) -> torch.Tensor:
     return x @ w.dense().T
 
 
+def matmul_heads(x: torch.Tensor, w: QuantWeight, n_heads: int, act_quantized: bool = False) -> torch.Tensor:
+    # x: [T, H, K], w: [H N, K] (H matrices [N, K]) -> [T, H, N]
+    dense = w.dense().view(n_heads, -1, w.shape[1])  # [H, N, K]
+    x = quantize_activations(x, w.qtype) if act_quantized and x.numel() else x
+    return torch.einsum("thk,hnk->thn", x, dense)
+
+
 def quantize_activations(x: torch.Tensor, qtype: Q) -> torch.Tensor:
     """x rounded through the activation format the native kernel uses for weights of `qtype`."""
     if qtype in FLOAT_TYPES:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import torch
 
 from .attention import Segment, _causal_mask
-from .linear import QuantLinear
+from .linear import PerHeadLinear, QuantLinear
 from .norm import RMSNorm
 from .rope import Rope
 
@@ -28,8 +28,8 @@ from .rope import Rope
 class MLAWeights:
     kv_a: QuantLinear  # attn_kv_a_mqa [r + dr, D]
     kv_a_norm: RMSNorm  # [r]
-    k_b: list[QuantLinear]  # per head K_h^T [r, dn]: x [t, dn] -> [t, r]
-    v_b: list[QuantLinear]  # per head V_h [dv, r]: x [t, r] -> [t, dv]
+    k_b: PerHeadLinear  # per head K_h^T [r, dn]: x [t, H, dn] -> [t, H, r]
+    v_b: PerHeadLinear  # per head V_h [dv, r]: x [t, H, r] -> [t, H, dv]
     o: QuantLinear  # attn_output [D, H dv]
     q: QuantLinear | None = None  # attn_q [H (dn + dr), D], when there is no query low-rank
     q_a: QuantLinear | None = None  # attn_q_a [q_lora_rank, D]
@@ -50,10 +50,10 @@ class MLAttention:
         q_nope, q_pe = q.view(T, H, self.nope_dim + self.rope_dim).split([self.nope_dim, self.rope_dim], dim=-1)
         latent, k_pe = self.w.kv_a(x).split([self.rank, self.rope_dim], dim=-1)  # [T, r], [T, dr]
         latent = self.w.kv_a_norm(latent)
-        q_lat = torch.stack([kb(q_nope[:, h]) for h, kb in enumerate(self.w.k_b)], dim=1)  # [T, H, r]
+        q_lat = self.w.k_b(q_nope)  # [T, H, r]
         outs = [self._attend(q_lat, q_pe, latent, k_pe, s) for s in segments]
         o_lat = torch.cat(outs, dim=0)  # [T, H, r]
-        o = torch.stack([vb(o_lat[:, h]) for h, vb in enumerate(self.w.v_b)], dim=1)  # [T, H, dv]
+        o = self.w.v_b(o_lat)  # [T, H, dv]
         return self.w.o(o.flatten(1))
 
     def _attend(self, q_lat: torch.Tensor, q_pe: torch.Tensor, latent: torch.Tensor, k_pe: torch.Tensor,

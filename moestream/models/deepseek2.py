@@ -13,7 +13,7 @@ from typing import Iterator
 import torch
 
 from ..formats.weight import QuantWeight
-from ..layers.linear import QuantLinear
+from ..layers.linear import PerHeadLinear
 from ..layers.mla import MLAttention, MLAWeights
 from ..layers.rope import Rope, yarn_mscale
 from .args import ModelArgs
@@ -36,23 +36,27 @@ def build_attention(w: Weights, p: str, layer: int, a: ModelArgs, rope: Rope) ->
     return MLAttention(layer, mla, a.n_heads, a.nope_dim, a.rope_dim, a.v_head_dim, a.kv_lora_rank, rope, scale)
 
 
-def _up_projections(w: Weights, p: str, a: ModelArgs) -> tuple[list[QuantLinear], list[QuantLinear]]:
-    """Per head: K_h^T [r, dn] and V_h [dv, r] as projections."""
-    compute = w.compute
+def _up_projections(w: Weights, p: str, a: ModelArgs) -> tuple[PerHeadLinear, PerHeadLinear]:
+    """Per head: K_h^T [r, dn] and V_h [dv, r], each set stacked as one [H rows, cols] weight."""
+    compute, H = w.compute, a.n_heads
     if p + "attn_k_b.weight" in w:
-        k_b, v_b = w[p + "attn_k_b.weight"], w[p + "attn_v_b.weight"]
-        return ([QuantLinear(compute.prepare(k_b.expert(h)), compute=compute) for h in range(a.n_heads)],
-                [QuantLinear(compute.prepare(v_b.expert(h)), compute=compute) for h in range(a.n_heads)])
+        k_b, v_b = w[p + "attn_k_b.weight"], w[p + "attn_v_b.weight"]  # [H, r, dn], [H, dv, r]
+        return (PerHeadLinear(compute.prepare(_stacked(k_b)), H, compute),
+                PerHeadLinear(compute.prepare(_stacked(v_b)), H, compute))
     kv_b = w[p + "attn_kv_b.weight"]  # [H (dn + dv), r]: per head K_h [dn, r] then V_h [dv, r]
-    step = a.nope_dim + a.v_head_dim
-    keys, values = [], []
-    for h in range(a.n_heads):
-        k_h = QuantWeight(kv_b.gguf_bytes()[h * step:h * step + a.nope_dim], kv_b.qtype, (a.nope_dim, a.kv_lora_rank))
-        keys.append(QuantLinear(_f32(k_h.dense().t()), compute=compute))  # a quantized K_h cannot be transposed
-        v_h = QuantWeight(kv_b.gguf_bytes()[h * step + a.nope_dim:(h + 1) * step].contiguous(), kv_b.qtype,
-                          (a.v_head_dim, a.kv_lora_rank))
-        values.append(QuantLinear(compute.prepare(v_h), compute=compute))
-    return keys, values
+    raw = kv_b.gguf_bytes().view(H, a.nope_dim + a.v_head_dim, -1)  # [H, dn + dv, row bytes]
+    k = QuantWeight(raw[:, :a.nope_dim].reshape(H * a.nope_dim, -1), kv_b.qtype, (H * a.nope_dim, a.kv_lora_rank))
+    k_t = k.dense().view(H, a.nope_dim, a.kv_lora_rank).transpose(1, 2)  # a quantized K_h cannot be transposed
+    values = raw[:, a.nope_dim:].reshape(H * a.v_head_dim, -1).contiguous()
+    v = QuantWeight(values, kv_b.qtype, (H * a.v_head_dim, a.kv_lora_rank))
+    return (PerHeadLinear(_f32(k_t.reshape(H * a.kv_lora_rank, a.nope_dim)), H, compute),
+            PerHeadLinear(compute.prepare(v), H, compute))
+
+
+def _stacked(w: QuantWeight) -> QuantWeight:
+    """[H, N, K] -> the same bytes as one [H N, K] weight."""
+    h, n, k = w.shape
+    return QuantWeight(w.raw.reshape(h * n, -1), w.qtype, (h * n, k), w.packed)
 
 
 def _f32(t: torch.Tensor) -> QuantWeight:

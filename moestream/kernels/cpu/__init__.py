@@ -181,6 +181,24 @@ def matmul(x: torch.Tensor, w: QuantWeight, n_threads: int, out: torch.Tensor | 
     return y
 
 
+def matmul_heads(x: torch.Tensor, w: QuantWeight, n_heads: int, n_threads: int) -> torch.Tensor:
+    """x: [T, H, K] float32; w: H matrices [N, K] as one 2-D weight [H * N, K] -> y [T, H, N], y[t, h] = W_h x[t, h]."""
+    rows, n_cols, nbytes = weight_size(w, "weight")
+    if not (isinstance(n_heads, int) and 0 < n_heads <= INT_MAX and rows % n_heads == 0):
+        raise KernelInputError(f"matmul_heads: {rows} weight rows do not split into {n_heads} heads")
+    if not (isinstance(x, torch.Tensor) and x.dim() == 3 and x.shape[1] == n_heads and x.shape[2] == n_cols):
+        raise KernelInputError(f"matmul_heads: x must be [T, {n_heads}, {n_cols}], got {list(getattr(x, 'shape', ()))}")
+    ptr = _ptr(w.raw, nbytes) or data_ptr(w.raw, nbytes, f"{w.qtype.name} weight {list(w.shape)}")
+    x = x.to(torch.float32).contiguous()
+    y = torch.empty(x.shape[0], n_heads, rows // n_heads, dtype=torch.float32)
+    try:
+        NativeClock.timed(_native.matmul_heads, native_type(w), ptr, n_heads, rows // n_heads, n_cols, x.data_ptr(),
+                          x.shape[0], y.data_ptr(), n_threads)
+    except (ValueError, OverflowError) as exc:
+        raise KernelInputError(f"matmul_heads refused {w.qtype.name} {list(w.shape)} in {n_heads} heads: {exc}") from None
+    return y
+
+
 def _expert_pointers(experts: list[ExpertWeights]) -> tuple[int, int, torch.Tensor]:
     """(d_ff, d_model, int64 pointers [3 * n]: every gate, then every up, then every down). Every expert must match
     the first in types and shapes, since one native call runs them all with one set of sizes."""

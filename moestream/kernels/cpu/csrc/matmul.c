@@ -81,3 +81,42 @@ int matmul(int type, const void *w, int n_rows, int n_cols, const float *x, int 
     free(act);
     return 0;
 }
+
+/* ---- one product per head: y[t, h] = W_h . x[t, h] ------------------------------------------------------------
+ * For MLA's per-head up-projections (layers/mla.py): H matrices of [n_rows, n_cols] back to back in one buffer, each
+ * applied to its own head's slice of every token. One call and one pool job for all heads, instead of one per head. */
+
+typedef struct {
+    const qtype_kernels *k;
+    const uint8_t *w; size_t w_row_bytes, head_bytes;
+    const uint8_t *act; size_t act_bytes;
+    float *y; int n_heads, n_rows, n_cols, n_tokens, rows_per_task, chunks;
+} heads_job;
+
+static void heads_task(void *ctx, int task) {
+    const heads_job *j = ctx;
+    const int h = task / j->chunks, r0 = (task % j->chunks) * j->rows_per_task;
+    const int r1 = r0 + j->rows_per_task < j->n_rows ? r0 + j->rows_per_task : j->n_rows;
+    /* token t's row of head h: activation (t * H + h), output y[t, h, :] */
+    rows_dot(j->k, j->w + (size_t)h * j->head_bytes, j->w_row_bytes, r0, r1, j->n_cols, j->act + (size_t)h * j->act_bytes,
+             j->act_bytes * (size_t)j->n_heads, j->n_tokens, j->y + (size_t)h * j->n_rows, j->n_heads * j->n_rows);
+}
+
+int matmul_heads(int type, const void *w, int n_heads, int n_rows, int n_cols, const float *x, int n_tokens, float *y,
+                 int n_threads) {
+    /* w: [H, n_rows, n_cols] in `type`; x: [T, H, n_cols] float32; y: [T, H, n_rows] */
+    const qtype_kernels *k = kernels_for(type);
+    if (!k) return -1;
+    if (n_heads <= 0 || n_rows <= 0 || n_cols <= 0 || n_cols % k->block || n_rows % k->row_group || n_tokens < 0)
+        return -4;
+    if (n_tokens == 0) return 0;
+    uint8_t *act = quantize_acts(k->act, x, n_tokens * n_heads, n_cols, n_threads);
+    if (!act) return -2;
+    const size_t w_row_bytes = (size_t)(n_cols / k->block) * k->type_size;
+    const int rpt = rows_per_task(n_rows, n_threads), chunks = (n_rows + rpt - 1) / rpt;
+    heads_job j = { k, w, w_row_bytes, w_row_bytes * (size_t)n_rows, act, act_row_bytes(k->act, n_cols), y, n_heads,
+                    n_rows, n_cols, n_tokens, rpt, chunks };
+    pool_run(heads_task, &j, n_heads * chunks, n_threads);
+    free(act);
+    return 0;
+}

@@ -4,6 +4,9 @@
 
 /* 0 on success, -1 unsupported type, -2 out of memory, -4 invalid sizes (see matmul.c) */
 int matmul(int type, const void *w, int n_rows, int n_cols, const float *x, int n_tokens, float *y, int n_threads);
+/* w [n_heads, n_rows, n_cols], x [n_tokens, n_heads, n_cols] -> y [n_tokens, n_heads, n_rows]; 0 or < 0 as matmul */
+int matmul_heads(int type, const void *w, int n_heads, int n_rows, int n_cols, const float *x, int n_tokens, float *y,
+                 int n_threads);
 uint8_t *quantize_acts(enum act_kind act, const float *x, int n_tokens, int n_cols, int n_threads); /* malloc'd */
 void quantize_acts_into(enum act_kind act, const float *x, int n_tokens, int n_cols, uint8_t *out, int n_threads);
 void matmul_prequantized(const qtype_kernels *k, const void *w, int n_rows, int n_cols, const uint8_t *act,

@@ -44,6 +44,23 @@ static PyObject *py_matmul(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+static PyObject *py_matmul_heads(PyObject *self, PyObject *args) {
+    int type, n_heads, n_rows, n_cols, n_tokens, n_threads;
+    unsigned long long w, x, y;
+    if (!PyArg_ParseTuple(args, "iKiiiKiKi", &type, &w, &n_heads, &n_rows, &n_cols, &x, &n_tokens, &y, &n_threads))
+        return NULL;
+    if (n_tokens > 0 && n_heads > 0 && n_tokens > INT_MAX / n_heads) {
+        PyErr_SetString(PyExc_OverflowError, "n_tokens x n_heads overflows");
+        return NULL;
+    }
+    int rc;
+    Py_BEGIN_ALLOW_THREADS
+    rc = matmul_heads(type, ptr(w), n_heads, n_rows, n_cols, ptr(x), n_tokens, ptr(y), n_threads);
+    Py_END_ALLOW_THREADS
+    if (rc) return err(rc);
+    Py_RETURN_NONE;
+}
+
 static PyObject *py_moe_ffn(PyObject *self, PyObject *args) {
     moe_args a;
     unsigned long long x, gate, up, down, offsets, tokens, weights, out;
@@ -102,6 +119,8 @@ static PyObject *py_kernel_table(PyObject *self, PyObject *noargs) {
 
 static PyMethodDef METHODS[] = {
     {"matmul", py_matmul, METH_VARARGS, "matmul(type, w, n_rows, n_cols, x, n_tokens, y, n_threads)"},
+    {"matmul_heads", py_matmul_heads, METH_VARARGS,
+     "matmul_heads(type, w, n_heads, n_rows, n_cols, x, n_tokens, y, n_threads)"},
     {"pack_rows8", py_pack_rows8, METH_VARARGS, "pack_rows8(type, src, dst, rows, cols, n_threads); see packed.c"},
     {"moe_ffn", py_moe_ffn, METH_VARARGS, "fused MoE FFN for one layer; see moe.h"},
     {"moe_layer", py_moe_layer, METH_VARARGS, "one MoE layer's checked arguments -> capsule; see moe_step.h"},
