@@ -22,7 +22,7 @@ from moestream.kernels import cpu, reference
 from moestream.kernels.dispatch import Compute
 from moestream.layers.experts import group_by_expert
 
-LEGACY = [Q.Q4_0, Q.Q4_1, Q.Q5_0, Q.Q5_1, Q.Q8_0]
+LEGACY = [Q.Q4_0, Q.Q4_1, Q.Q5_0, Q.Q5_1, Q.Q8_0, Q.MXFP4]  # MXFP4: gpt-oss's experts (E8M0 scale, FP4 codes)
 FLOATS = [Q.F32, Q.F16, Q.BF16]
 SHAPES = [(1, 32, 1), (3, 96, 3), (17, 256, 17), (33, 4096, 1), (5, 512, 64)]  # (N rows, K cols, T tokens)
 
@@ -79,7 +79,7 @@ from gguf import GGMLQuantizationType as Q
 from moestream.kernels import cpu, reference
 from tests.kernels.test_kernels import quantized_weight, activations
 assert {tier for tier, _ in cpu.kernel_table().values()} == {"generic"}
-for q in (Q.Q4_0, Q.Q4_1, Q.Q5_0, Q.Q5_1, Q.Q8_0, Q.F16, Q.BF16, Q.F32):
+for q in (Q.Q4_0, Q.Q4_1, Q.Q5_0, Q.Q5_1, Q.Q8_0, Q.MXFP4, Q.F16, Q.BF16, Q.F32):
     w, x = quantized_weight(q, 17, 96), activations(3, 96)
     out, ref = cpu.matmul(x, w, 2), reference.matmul_act_quantized(x, w)
     assert ((out - ref).abs() <= 1e-5 * (x.abs() @ w.dense().abs().T) + 1e-6).all(), q.name
@@ -93,7 +93,7 @@ def test_generic_tier_matches_reference():
     assert result.returncode == 0 and "generic ok" in result.stdout, result.stderr
 
 
-@pytest.mark.parametrize("qtype", [Q.Q4_0, Q.Q8_0, Q.Q5_1], ids=lambda q: q.name)
+@pytest.mark.parametrize("qtype", [Q.Q4_0, Q.Q8_0, Q.Q5_1, Q.MXFP4], ids=lambda q: q.name)
 @pytest.mark.parametrize("t", [1, 3, 17])
 def test_fused_moe_matches_reference(qtype, t):
     d, f, n_experts, k = 64, 96, 8, 2

@@ -180,6 +180,21 @@ AVX2 static float dot_q8_0(int n, const void *w, const void *a) {
     return acc;
 }
 
+AVX2 static float dot_mxfp4(int n, const void *w, const void *a) {
+    /* codes -> their doubled E2M1 values by one byte shuffle, then dot_q8_0's exact block sum */
+    const block_mxfp4 *x = w; const act_a32 *y = a;
+    const __m256i ones = _mm256_set1_epi16(1);
+    const __m256i values = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)MXFP4_VALUES));
+    float acc = 0.0f;
+    for (int b = 0; b < n / 32; b++) {
+        const __m256i q = _mm256_shuffle_epi8(values, nibbles(x[b].qs));
+        const __m256i qa = _mm256_loadu_si256((const __m256i *)y[b].qs);
+        const __m256i p = _mm256_maddubs_epi16(_mm256_sign_epi8(q, q), _mm256_sign_epi8(qa, q));
+        acc = fma1(e8m0_half(x[b].e) * y[b].d, (float)isum8(_mm256_madd_epi16(p, ones)), acc);
+    }
+    return acc;
+}
+
 AVX2 static float tail_f32(int start, int n, const float *x, const float *y) {
     float s = 0.0f;
     for (int i = start; i < n; i++) s += x[i] * y[i];
@@ -226,7 +241,7 @@ static void use(qtype_kernels *t, int type, vec_dot_fn fn) { t[type].dot = fn; t
 
 void register_avx2(qtype_kernels *t) {
     use(t, GT_Q4_0, dot_q4_0); use(t, GT_Q4_1, dot_q4_1); use(t, GT_Q5_0, dot_q5_0);
-    use(t, GT_Q5_1, dot_q5_1); use(t, GT_Q8_0, dot_q8_0);
+    use(t, GT_Q5_1, dot_q5_1); use(t, GT_Q8_0, dot_q8_0); use(t, GT_MXFP4, dot_mxfp4);
     use(t, GT_F32, dot_f32); use(t, GT_F16, dot_f16); use(t, GT_BF16, dot_bf16);
     t[GT_Q4_0].dot8 = dot8_q4_0; t[GT_Q8_0].dot8 = dot8_q8_0;
 }

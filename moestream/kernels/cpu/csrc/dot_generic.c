@@ -95,6 +95,18 @@ static float dot_bf16(int n, const void *w, const void *a) {
     return sum;
 }
 
+static float dot_mxfp4(int n, const void *w, const void *a) {
+    const block_mxfp4 *x = w; const act_a32 *y = a;
+    float sum = 0.0f;
+    for (int b = 0; b < n / 32; b++) {
+        int acc = 0;
+        for (int j = 0; j < 16; j++)
+            acc += MXFP4_VALUES[x[b].qs[j] & 0x0f] * y[b].qs[j] + MXFP4_VALUES[x[b].qs[j] >> 4] * y[b].qs[j + 16];
+        sum += e8m0_half(x[b].e) * y[b].d * (float)acc;
+    }
+    return sum;
+}
+
 static void set(qtype_kernels *t, int type, int block, int size, enum act_kind act, vec_dot_fn fn) {
     t[type] = (qtype_kernels){ block, size, act, fn, "generic", NULL, 1, NULL };
 }
@@ -105,6 +117,7 @@ void register_generic(qtype_kernels *t) {
     set(t, GT_Q5_0, 32, sizeof(block_q5_0), ACT_A32, dot_q5_0);
     set(t, GT_Q5_1, 32, sizeof(block_q5_1), ACT_A32, dot_q5_1);
     set(t, GT_Q8_0, 32, sizeof(block_q8_0), ACT_A32, dot_q8_0);
+    set(t, GT_MXFP4, 32, sizeof(block_mxfp4), ACT_A32, dot_mxfp4);
     set(t, GT_F32, 1, 4, ACT_F32, dot_f32);
     set(t, GT_F16, 1, 2, ACT_F32, dot_f16);
     set(t, GT_BF16, 1, 2, ACT_F32, dot_bf16);

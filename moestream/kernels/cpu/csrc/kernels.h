@@ -8,6 +8,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 typedef uint16_t half;
 
@@ -17,6 +18,16 @@ typedef struct { half d, m; uint8_t qs[16]; } block_q4_1;              /* x = d 
 typedef struct { half d; uint8_t qh[4]; uint8_t qs[16]; } block_q5_0;  /* x = d * (5-bit - 16)          */
 typedef struct { half d, m; uint8_t qh[4]; uint8_t qs[16]; } block_q5_1; /* x = d * 5-bit + m          */
 typedef struct { half d; int8_t qs[32]; } block_q8_0;                  /* x = d * q                     */
+typedef struct { uint8_t e; uint8_t qs[16]; } block_mxfp4;               /* x = 2^(e-127) * fp4(nibble)   */
+/* MXFP4: E2M1 values of the 16 codes, doubled to integers; e8m0_half(e) = 2^(e-127) / 2 (ggml's E8M0 "half" rule:
+ * e < 2 gives the subnormals 2^-128, 2^-127), so a block is e8m0_half(e) * sum(MXFP4_VALUES[code] * a) */
+static const int8_t MXFP4_VALUES[16] = { 0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12 };
+static inline float e8m0_half(uint8_t e) {
+    const uint32_t bits = e < 2 ? 0x00200000u << e : (uint32_t)(e - 1) << 23;
+    float f;
+    memcpy(&f, &bits, 4);
+    return f;
+}
 
 /* Activation formats (ours, in RAM only). */
 typedef struct { float d; float s; int8_t qs[32]; } act_a32;            /* s = d * sum(qs), for mins     */
@@ -49,7 +60,7 @@ typedef struct {
 /* ggml type ids (GGUF) */
 enum {
     GT_F32 = 0, GT_F16 = 1, GT_Q4_0 = 2, GT_Q4_1 = 3, GT_Q5_0 = 6, GT_Q5_1 = 7, GT_Q8_0 = 8,
-    GT_Q2_K = 10, GT_Q3_K = 11, GT_Q4_K = 12, GT_Q5_K = 13, GT_Q6_K = 14, GT_BF16 = 30,
+    GT_Q2_K = 10, GT_Q3_K = 11, GT_Q4_K = 12, GT_Q5_K = 13, GT_Q6_K = 14, GT_BF16 = 30, GT_MXFP4 = 39,
     /* ours: a GGUF type's blocks re-laid 8 rows at a time (packed.c); id = GT_PACKED + the GGUF type */
     GT_PACKED = 64, GT_Q4_0_R8 = GT_PACKED + GT_Q4_0, GT_Q8_0_R8 = GT_PACKED + GT_Q8_0, GT_MAX = 128
 };
