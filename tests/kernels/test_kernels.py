@@ -119,3 +119,14 @@ def test_compute_rejects_bad_thread_counts():
 
     with pytest.raises(ConfigError):
         Compute(threads=0)
+
+
+@pytest.mark.parametrize("qtype", [Q.MXFP4, Q.Q4_0, Q.Q8_0], ids=lambda q: q.name)
+def test_eight_row_kernel_gives_the_one_row_kernels_bits(qtype):
+    """rows_dot takes 8 rows at a time where a type has an 8-row kernel, the rest one by one: a row's output must
+    not depend on which of the two computed it (a matrix split differently over tasks would change the logits)."""
+    w, x = quantized_weight(qtype, 19, 128, seed=4), activations(3, 128, seed=2)
+    whole = cpu.matmul(x, w, n_threads=2)
+    for r in range(19):
+        row = QuantWeight(w.raw[r:r + 1].contiguous(), qtype, (1, 128))
+        assert torch.equal(cpu.matmul(x, row, n_threads=1)[:, 0], whole[:, r]), r

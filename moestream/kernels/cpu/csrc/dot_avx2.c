@@ -195,6 +195,28 @@ AVX2 static float dot_mxfp4(int n, const void *w, const void *a) {
     return acc;
 }
 
+AVX2 static void dot8_mxfp4(int n, const void *w, size_t row_bytes, const void *act, float *y8) {
+    /* dot_mxfp4 for 8 rows, lane r = row r, with its arithmetic per lane (mul of the scales, then one fma) */
+    const uint8_t *x = w; const act_a32 *y = act;
+    const __m256i ones = _mm256_set1_epi16(1);
+    const __m256i values = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)MXFP4_VALUES));
+    __m256 acc = _mm256_setzero_ps();
+    for (int b = 0; b < n / 32; b++) {
+        const uint8_t *blk = x + (size_t)b * sizeof(block_mxfp4);
+        const __m256i qa = _mm256_loadu_si256((const __m256i *)y[b].qs);
+        __m256i v[8];
+        float d[8];
+        for (int r = 0; r < 8; r++) {
+            const __m256i q = _mm256_shuffle_epi8(values, nibbles(blk + r * row_bytes + 1));
+            v[r] = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_sign_epi8(q, q), _mm256_sign_epi8(qa, q)), ones);
+            d[r] = e8m0_half(blk[r * row_bytes]);
+        }
+        acc = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_loadu_ps(d), _mm256_set1_ps(y[b].d)),
+                              _mm256_cvtepi32_ps(sum_lanes8(v)), acc);
+    }
+    _mm256_storeu_ps(y8, acc);
+}
+
 AVX2 static float tail_f32(int start, int n, const float *x, const float *y) {
     float s = 0.0f;
     for (int i = start; i < n; i++) s += x[i] * y[i];
@@ -243,7 +265,7 @@ void register_avx2(qtype_kernels *t) {
     use(t, GT_Q4_0, dot_q4_0); use(t, GT_Q4_1, dot_q4_1); use(t, GT_Q5_0, dot_q5_0);
     use(t, GT_Q5_1, dot_q5_1); use(t, GT_Q8_0, dot_q8_0); use(t, GT_MXFP4, dot_mxfp4);
     use(t, GT_F32, dot_f32); use(t, GT_F16, dot_f16); use(t, GT_BF16, dot_bf16);
-    t[GT_Q4_0].dot8 = dot8_q4_0; t[GT_Q8_0].dot8 = dot8_q8_0;
+    t[GT_Q4_0].dot8 = dot8_q4_0; t[GT_Q8_0].dot8 = dot8_q8_0; t[GT_MXFP4].dot8 = dot8_mxfp4;
 }
 #else
 #include "kernels.h"
