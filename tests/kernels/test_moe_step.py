@@ -14,6 +14,7 @@ float rounding. Across batch orders and groupings the step must be bit-identical
 
 from __future__ import annotations
 
+import copy
 import os
 import random
 import subprocess
@@ -227,21 +228,19 @@ def test_each_row_is_independent_of_the_others_in_the_step():
         torch.testing.assert_close(step(one), step(x)[t:t + 1], rtol=0, atol=0)  # rows are independent
 
 
-def test_nan_inputs_stay_in_their_rows():
-    norm, moe = layer(Q.Q8_0, 8, 2, True, True, seed=9)
+NAN_LAYERS = {  # the softmax router with a gated shared expert; DeepSeek's grouped sigmoid router, ungated
+    "softmax": dict(n_experts=8, k=2, seed=9),
+    "grouped": dict(n_experts=16, k=3, seed=12, shared_gated=False,
+                    grouped=dict(scoring="sigmoid", bias=True, scale=2.5, n_groups=4, groups_used=2)),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(NAN_LAYERS))
+def test_nan_inputs_stay_in_their_rows(kind):
+    spec = copy.deepcopy(NAN_LAYERS[kind])  # layer() consumes the grouped arguments
+    norm, moe = layer(Q.Q8_0, spec.pop("n_experts"), spec.pop("k"), True, True, **spec)
     x = activations(3, 64, seed=10)
     x[1, 5] = float("nan")
-    step = native_step(norm, moe)
-    step.ws.poison()
-    out = step(x)
-    assert out[1].isnan().all() and not out[[0, 2]].isnan().any()
-
-
-def test_nan_inputs_stay_in_their_rows_with_grouped_routing():
-    grouped = dict(scoring="sigmoid", bias=True, scale=2.5, n_groups=4, groups_used=2)
-    norm, moe = layer(Q.Q8_0, 16, 3, True, True, seed=12, grouped=grouped, shared_gated=False)
-    x = activations(3, 64, seed=13)
-    x[1, 7] = float("nan")
     step = native_step(norm, moe)
     step.ws.poison()
     out = step(x)
