@@ -31,6 +31,7 @@ def report(info: ModelInfo) -> list[tuple[str, str]]:
         ("layers", _layer_plan(a)),
         ("d_model", str(a.d_model)),
         ("attention", _attention(a)),
+        *_window(info),
         ("KV cache", f"{fmt_bytes(_kv_bytes_per_token(a))} per token (float32, all {a.n_layers} layers)"),
         ("context", str(a.context_length)),
         ("rope", f"{info.spec.rope}, base {a.rope_base:g}, dims {a.rope_dim}"),
@@ -74,6 +75,23 @@ def _attention(a) -> str:
     return f"{kind}, {a.n_heads} query / {a.n_kv_heads} key-value heads, head_dim {a.head_dim}"
 
 
+def _window(info: ModelInfo) -> list[tuple[str, str]]:
+    """gpt-oss: which layers see only a window of keys, and the sinks beside the attention."""
+    a, window = info.args, info.spec.sliding_window
+    sliding = [i for i in range(a.n_layers) if window is not None and window(a, i)]
+    rows = []
+    if sliding:
+        layers = "even layers" if sliding == list(range(0, a.n_layers, 2)) else f"layers {_ranges(sliding)}"
+        rows.append(("sliding window", f"{a.sliding_window} keys on {layers}, the whole context on the others"))
+    if "blk.0.attn_sinks.weight" in info.gguf.tensors:
+        rows.append(("attention sinks", "a learned sink logit per head"))
+    return rows
+
+
+def _ranges(layers: list[int]) -> str:
+    return ", ".join(str(i) for i in layers) if len(layers) <= 8 else f"{layers[0]}..{layers[-1]} ({len(layers)})"
+
+
 def _kv_bytes_per_token(a) -> int:
     if a.kv_lora_rank:  # the latent and one positional key (layers/mla.py)
         return 4 * a.n_layers * (a.kv_lora_rank + a.rope_dim)
@@ -84,8 +102,13 @@ def _routing(info: ModelInfo) -> str:
     a = info.args
     norm = info.spec.norm_topk if a.norm_topk is None else a.norm_topk
     parts = [f"{a.gating} scores", "renormalised" if norm else "not renormalised"]
-    if "blk.%d.exp_probs_b.bias" % info.experts.layers[0] in info.gguf.tensors:
+    first = info.experts.layers[0]
+    if f"blk.{first}.exp_probs_b.bias" in info.gguf.tensors:
         parts.append("selection bias")
+    if f"blk.{first}.ffn_gate_inp.bias" in info.gguf.tensors:
+        parts.append("router bias")
+    if f"blk.{first}.ffn_gate_exps.bias" in info.gguf.tensors:
+        parts.append("per-expert biases")
     if a.n_groups > 1:
         parts.append(f"{a.n_groups_used} of {a.n_groups} expert groups")
     if a.weights_scale != 1.0:

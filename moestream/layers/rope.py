@@ -17,8 +17,9 @@ ROPE_TYPES = ("norm", "neox")
 
 
 class Rope:
-    def __init__(self, rot_dim: int, base: float, kind: str, scaling=None):
-        """scaling: a models/args.py RopeScaling (None: none)."""
+    def __init__(self, rot_dim: int, base: float, kind: str, scaling=None, truncate: bool = True):
+        """scaling: a models/args.py RopeScaling (None: none); truncate: YaRN rounds its ramp's ends to whole
+        dims (transformers' default; gpt-oss's reference does not)."""
         assert kind in ROPE_TYPES, kind
         self.rot_dim = rot_dim
         self.kind = kind
@@ -28,7 +29,7 @@ class Rope:
         if scaling is not None and scaling.kind == "linear":
             self.inv_freq = self.inv_freq / scaling.factor
         elif scaling is not None and scaling.kind == "yarn":
-            self.inv_freq, self.scale = _yarn(rot_dim, base, scaling)
+            self.inv_freq, self.scale = _yarn(rot_dim, base, scaling, truncate)
 
         self._for: torch.Tensor | None = None  # positions the cached cos/sin belong to
         self._cos_sin: tuple[torch.Tensor, torch.Tensor] | None = None
@@ -66,7 +67,7 @@ def yarn_mscale(factor: float, multiplier: float = 1.0) -> float:
     return 1.0 if factor <= 1 else 0.1 * multiplier * math.log(factor) + 1.0
 
 
-def _yarn(dim: int, base: float, s) -> tuple[torch.Tensor, float]:
+def _yarn(dim: int, base: float, s, truncate: bool = True) -> tuple[torch.Tensor, float]:
     """(inv_freq [dim/2], cos/sin scale). A file that states its attention factor gets it; DeepSeek's (which
     states a log multiplier instead) has mscale = mscale_all_dim, so cos/sin stay as they are and the attention
     scores carry the correction (models/deepseek2.py); others get the paper's 0.1 ln(factor) + 1."""
@@ -76,8 +77,10 @@ def _yarn(dim: int, base: float, s) -> tuple[torch.Tensor, float]:
     def correction_dim(rotations: float) -> float:
         return dim * math.log(s.original_context / (rotations * 2 * math.pi)) / (2 * math.log(base))
 
-    low = max(math.floor(correction_dim(s.beta_fast)), 0)
-    high = min(math.ceil(correction_dim(s.beta_slow)), dim - 1)
+    low, high = correction_dim(s.beta_fast), correction_dim(s.beta_slow)
+    if truncate:
+        low, high = math.floor(low), math.ceil(high)
+    low, high = max(low, 0), min(high, dim - 1)
     if low == high:
         high += 0.001  # transformers' guard against a zero-width ramp
     ramp = torch.clamp((torch.arange(dim // 2, dtype=torch.float32) - low) / (high - low), 0, 1)

@@ -65,6 +65,10 @@ class ModelArgs:
     nope_dim: int = 0  # attention.key_length_mla - rope dims: the non-rotated part of a query/key head
     v_head_dim: int = 0  # attention.value_length_mla
     rope_scaling: RopeScaling = RopeScaling()
+    # sliding-window attention (gpt-oss): attention.sliding_window keys visible to a query (itself included) in
+    # the layers `swa_layers` marks; 0 = every layer sees the whole context
+    sliding_window: int = 0
+    swa_layers: tuple[bool, ...] = ()  # per layer, from attention.sliding_window_pattern; () = the architecture's rule
 
     def is_moe_layer(self, layer: int) -> bool:
         return self.n_experts > 0 and layer >= self.n_dense_leading
@@ -108,7 +112,8 @@ class ModelArgs:
             gating=_gating(m), weights_scale=m.positive_float("expert_weights_scale", default=1.0, below=1e6),
             n_groups=n_groups, n_groups_used=m.int("expert_group_used_count", 1, n_groups, default=n_groups),
             kv_lora_rank=kv_rank, q_lora_rank=m.int("attention.q_lora_rank", 0, MAX_WIDTH, default=0), **latent,
-            rope_scaling=_rope_scaling(m),
+            rope_scaling=_rope_scaling(m), sliding_window=m.int("attention.sliding_window", 0, MAX_CONTEXT, default=0),
+            swa_layers=_swa_layers(m, n_blocks - n_nextn),
         )
         _check_relations(args, m)
         return args
@@ -159,6 +164,27 @@ def _latent(m: "_Meta", rank: int, rope_dim: int, key_length: int, n_kv_heads: i
         raise m.error("attention.head_count_kv", f"is {n_kv_heads}; multi-head latent attention caches one")
     return dict(nope_dim=m.int("attention.key_length_mla", rope_dim + 1, MAX_WIDTH) - rope_dim,
                 v_head_dim=m.int("attention.value_length_mla", 1, MAX_WIDTH))
+
+
+def _swa_layers(m: "_Meta", n_layers: int) -> tuple[bool, ...]:
+    """Which layers use the sliding window: attention.sliding_window_pattern as a per-layer bool array, or as a
+    period n (in every n layers, all but the last slide, as llama.cpp reads it). Absent: () here, and the
+    architecture supplies its rule (models/gpt_oss.py)."""
+    value = m.raw("attention.sliding_window_pattern", None)
+    if value is None:
+        return ()
+    if isinstance(value, list):
+        if len(value) < n_layers or any(type(v) is not bool for v in value):
+            raise m.error("attention.sliding_window_pattern", f"must be {n_layers} booleans (one per layer) or a "
+                          f"period, got {_show(value)}")
+        return tuple(value[:n_layers])
+    period = m.int("attention.sliding_window_pattern", 1, MAX_LAYERS)
+    return swa_pattern(period, n_layers)
+
+
+def swa_pattern(period: int, n_layers: int) -> tuple[bool, ...]:
+    """In every `period` layers, all but the last use the sliding window (period 1: none does)."""
+    return tuple(i % period < period - 1 for i in range(n_layers))
 
 
 GATING_FUNCS = {1: "softmax", 2: "sigmoid"}  # llama.cpp's LLAMA_EXPERT_GATING_FUNC_TYPE values

@@ -40,6 +40,12 @@ class ArchSpec:
     # (args, "blk.i.", tensor names) -> its tensors' (name, shapes, required) for models/shapes.py
     attention: Callable | None = None
     attention_shapes: Callable | None = None
+    # a MoE block of another kind (gpt-oss's biased, clamped experts): (weights, "blk.i.", layer, args, experts,
+    # compute) -> the block, and (args, "blk.i.") -> its tensors beyond the router and expert matrices
+    moe: Callable | None = None
+    moe_shapes: Callable | None = None
+    yarn_truncate: bool = True  # YaRN: round the ramp's ends to whole dims (transformers' `truncate`)
+    sliding_window: Callable | None = None  # (args, layer) -> the keys a query sees there, None: all
 
 
 class Weights:
@@ -116,7 +122,7 @@ class DecoderModel:
         self.args, self.spec, self.compute = args, spec, compute or Compute()
         w = Weights(tensors, self.compute)
         self.embedding = w["token_embd.weight"]  # [V, D]
-        rope = Rope(args.rope_dim, args.rope_base, spec.rope, args.rope_scaling)
+        rope = Rope(args.rope_dim, args.rope_base, spec.rope, args.rope_scaling, truncate=spec.yarn_truncate)
         self._moe_workspace = new_workspace()  # buffers shared by every layer's native MoE step
         self.blocks = [self._block(w, i, rope, experts) for i in range(args.n_layers)]
         self.norm = w.norm("output_norm.weight", args.rms_eps)
@@ -173,6 +179,8 @@ class DecoderModel:
 
     def _moe(self, w: Weights, p: str, i: int, experts: ExpertSource | None) -> MoEBlock:
         assert experts is not None, "a model with experts needs an expert source"
+        if self.spec.moe is not None:
+            return self.spec.moe(w, p, i, self.args, experts, self.compute)
         shared = None
         if self.args.ff_shared:
             ffn = DenseFFN(w.linear(p + "ffn_gate_shexp.weight"), w.linear(p + "ffn_up_shexp.weight"),

@@ -51,6 +51,8 @@ def expected(a: ModelArgs, spec, expert_layout: str | None, vocab: int,
             yield from spec.attention_shapes(a, f"blk.{i}.", present)
         if a.is_moe_layer(i):
             yield from _moe(a, spec, f"blk.{i}.", expert_layout)
+            if spec.moe_shapes is not None:
+                yield from spec.moe_shapes(a, f"blk.{i}.")
         else:
             yield from _ffn(f"blk.{i}.ffn_{{}}.weight", a.ff_dense, D)
 

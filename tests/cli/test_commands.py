@@ -39,6 +39,15 @@ def test_inspect_describes_latent_attention_groups_and_dense_layers():
     assert "FFN width 32, ungated" in out
 
 
+def test_inspect_describes_sliding_windows_sinks_and_biases():
+    result = run_cli("inspect", str(gguf_path("gpt-oss")))
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "sliding window     4 keys on even layers, the whole context on the others" in out
+    assert "attention sinks    a learned sink logit per head" in out
+    assert "softmax scores, renormalised, router bias, per-expert biases" in out
+
+
 def test_generate_streams_the_engines_greedy_tokens():
     path = gguf_path("mixtral")
     result = run_cli("generate", "-m", str(path), "-p", "The king said", "-n", "12", "--temp", "0", "--no-echo")

@@ -1,0 +1,58 @@
+"""gpt-oss's routed experts: every projection has a per-expert bias, and the activation is a clamped SwiGLU.
+
+  g = x W_gate^T + b_gate,  u = x W_up^T + b_up                   (per expert; biases [E, F], resident)
+  h = min(g, limit) * sigmoid(alpha * min(g, limit)) * (clamp(u, -limit, limit) + 1)
+  y = h W_down^T + b_down                                          (b_down [E, D])
+
+Weights stream from the same `ExpertSource` as every other architecture's (cache, memory map); each (token, slot)
+pair's output gets its own row and the k rows of a token are summed in slot order, as in layers/experts.py, so the
+result does not depend on the order in which experts arrive (a miss cannot change the logits)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ..kernels.dispatch import Compute
+from .experts import ExpertSource, group_by_expert
+
+
+@dataclass(frozen=True)
+class ExpertBiases:
+    gate: torch.Tensor  # [E, F]
+    up: torch.Tensor  # [E, F]
+    down: torch.Tensor  # [E, D]
+
+
+def clamped_swiglu(gate: torch.Tensor, up: torch.Tensor, alpha: float, limit: float) -> torch.Tensor:
+    """gpt-oss's GLU: the gate clamped from above, the up projection on both sides and shifted by one."""
+    gate = gate.clamp(max=limit)
+    return gate * torch.sigmoid(alpha * gate) * (up.clamp(-limit, limit) + 1)
+
+
+class BiasedExpertFFNs:
+    """Implements `RoutedExperts` (layers/moe.py) for one layer."""
+
+    def __init__(self, layer: int, source: ExpertSource, biases: ExpertBiases, compute: Compute,
+                 alpha: float, limit: float):
+        self.layer, self.source, self.biases, self.compute = layer, source, biases, compute
+        self.alpha, self.limit = alpha, limit
+
+    def __call__(self, x: torch.Tensor, topk_ids: torch.Tensor, topk_weights: torch.Tensor) -> torch.Tensor:
+        # x: [T, D]; topk_ids, topk_weights: [T, k] -> [T, D]
+        (T, D), k = x.shape, topk_ids.shape[1]
+        experts, offsets, pairs = group_by_expert(topk_ids)
+        out = torch.empty(T * k, D, dtype=torch.float32)  # one row per (token, slot); every row gets written
+        w_flat = topk_weights.flatten().to(torch.float32)
+        for batch in self.source.acquire(self.layer, experts):
+            for i, weights in batch:
+                dest = pairs[offsets[i]:offsets[i + 1]]
+                out[dest] = self._expert(experts[i], weights, x[dest // k]) * w_flat[dest, None]
+        return out.view(T, k, D).sum(1)
+
+    def _expert(self, e: int, w, x: torch.Tensor) -> torch.Tensor:
+        # x: [n, D] rows routed to expert e -> [n, D]
+        b, mm = self.biases, self.compute.matmul
+        h = clamped_swiglu(mm(x, w.gate) + b.gate[e], mm(x, w.up) + b.up[e], self.alpha, self.limit)
+        return mm(h, w.down) + b.down[e]
