@@ -12,6 +12,7 @@ from .presets import Preset
 
 F32 = GGMLQuantizationType.F32
 QTYPES = {"q4_0": GGMLQuantizationType.Q4_0, "q8_0": GGMLQuantizationType.Q8_0}
+EXPERT_QTYPES = {"mxfp4": GGMLQuantizationType.MXFP4}  # only for a preset's experts (Preset.expert_qtype)
 
 
 @dataclass(frozen=True)
@@ -47,15 +48,15 @@ def qtype_of(name: str) -> GGMLQuantizationType:
 def tensor_plan(p: Preset, q: GGMLQuantizationType) -> list[TensorSpec]:
     """All tensors in file order. Norms and the router are F32 (as the converter writes them); every matrix,
     embeddings and output included, uses `q`."""
-    block = GGML_QUANT_SIZES[q][0]
     plan = [TensorSpec("token_embd.weight", (p.vocab, p.d_model), q)]
     for i in range(p.n_layers):
         plan += _layer(p, q, f"blk.{i}.", dense=i < p.routing.n_dense_leading)
     plan += [TensorSpec("output_norm.weight", (p.d_model,), F32), TensorSpec("output.weight", (p.vocab, p.d_model), q)]
     for t in plan:
+        block = GGML_QUANT_SIZES[t.qtype][0]
         if t.qtype != F32 and t.fan_in % block:
-            raise ConfigError(f"preset '{p.name}': {t.name} has rows of {t.fan_in}, not a multiple of {q.name}'s "
-                              f"block {block}")
+            raise ConfigError(f"preset '{p.name}': {t.name} has rows of {t.fan_in}, not a multiple of "
+                              f"{t.qtype.name}'s block {block}")
     return plan
 
 
@@ -66,11 +67,14 @@ def _layer(p: Preset, q: GGMLQuantizationType, b: str, dense: bool) -> list[Tens
     out.append(TensorSpec(b + p.ffn_norm + ".weight", (d,), F32))
     if dense:
         return out + _ffn(b + "ffn_{}.weight", p.ff_dense, d, q)
-    r = p.routing
-    out.append(TensorSpec(b + "ffn_gate_inp.weight", (p.n_experts, d), F32))
+    r, e, f = p.routing, p.n_experts, p.ff_expert
+    out.append(TensorSpec(b + "ffn_gate_inp.weight", (e, d), F32))
     if r.selection_bias:
-        out.append(TensorSpec(b + "exp_probs_b.bias", (p.n_experts,), F32))
-    out += _ffn(b + "ffn_{}_exps.weight", p.ff_expert, d, q, lead=(p.n_experts,))
+        out.append(TensorSpec(b + "exp_probs_b.bias", (e,), F32))
+    out += _ffn(b + "ffn_{}_exps.weight", f, d, EXPERT_QTYPES.get(p.expert_qtype, q), lead=(e,))
+    if p.oss is not None:  # router and per-expert biases
+        out += [TensorSpec(b + "ffn_gate_inp.bias", (e,), F32), TensorSpec(b + "ffn_gate_exps.bias", (e, f), F32),
+                TensorSpec(b + "ffn_up_exps.bias", (e, f), F32), TensorSpec(b + "ffn_down_exps.bias", (e, d), F32)]
     if r.n_shared:
         out += _ffn(b + "ffn_{}_shexp.weight", r.n_shared * p.ff_expert, d, q)
     return out
@@ -84,6 +88,8 @@ def _attention(p: Preset, q: GGMLQuantizationType, b: str) -> list[TensorSpec]:
         out += [TensorSpec(b + f"attn_{x}.bias", (w,), F32) for x, w in (("q", q_width), ("k", kv_width),
                                                                          ("v", kv_width))]
     out.append(TensorSpec(b + "attn_output.weight", (d, q_width), q))
+    if p.oss is not None:
+        out += [TensorSpec(b + "attn_output.bias", (d,), F32), TensorSpec(b + "attn_sinks.weight", (p.n_heads,), F32)]
     if p.qk_norm:
         out += [TensorSpec(b + "attn_q_norm.weight", (p.head_dim,), F32),
                 TensorSpec(b + "attn_k_norm.weight", (p.head_dim,), F32)]

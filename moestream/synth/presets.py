@@ -47,6 +47,14 @@ class Yarn:
 
 
 @dataclass(frozen=True)
+class Oss:
+    """gpt-oss's additions: attention sinks, an output-projection bias, router and per-expert biases, and a sliding
+    window (the converter writes no layer pattern; llama.cpp and moestream slide on even layers)."""
+
+    sliding_window: int
+
+
+@dataclass(frozen=True)
 class Preset:
     name: str  # CLI name
     title: str  # general.name prefix
@@ -73,6 +81,8 @@ class Preset:
     rope_dim: int | None = None  # rotated dims per head (None: head_dim)
     ffn_norm: str = "ffn_norm"  # the pre-FFN norm's tensor name (GLM's: post_attention_norm)
     yarn: Yarn | None = None
+    oss: Oss | None = None
+    expert_qtype: str | None = None  # the experts' own type whatever --qtype says ("mxfp4": gpt-oss ships them so)
 
     def with_layers(self, n_layers: int) -> "Preset":
         """The first n_layers layers (a cut-down file; its dense layers stay first, as many as fit)."""
@@ -114,6 +124,14 @@ PRESETS: dict[str, Preset] = {
                routing=Routing(n_dense_leading=1, n_shared=1, gating="sigmoid", selection_bias=True,
                                weights_scale=1.0, weights_norm=True),
                attn_bias=True, rope_dim=64, ffn_norm="post_attention_norm"),
+        # gpt-oss-120b / 20b: 36 / 24 layers of 128 / 32 MXFP4 experts (top-4), GQA with sinks and Q/K/V/O biases,
+        # a 128-key sliding window on alternate layers, YaRN x32 over 4096 positions, the o200k vocabulary
+        *(Preset(name=f"gpt-oss-{size}", title=f"gpt-oss-{size}", arch="gpt-oss", n_layers=layers, d_model=2880,
+                 n_heads=64, n_kv_heads=8, head_dim=64, n_experts=experts, n_experts_used=4, ff_expert=2880,
+                 ff_dense=2880, vocab=201088, context=131072, rope_base=150000.0, rms_eps=1e-5, qk_norm=False,
+                 tokenizer="bpe", tokenizer_pre="gpt-4o", attn_bias=True, ffn_norm="post_attention_norm",
+                 yarn=Yarn(factor=32.0, original_context=4096), oss=Oss(sliding_window=128), expert_qtype="mxfp4")
+          for size, layers, experts in (("120b", 36, 128), ("20b", 24, 32))),
     )
 }
 

@@ -1,10 +1,10 @@
 """Random weights, generated chunk by chunk so memory stays bounded whatever the tensor size.
 
-Quantized tensors are written directly as random Q4_0/Q8_0 blocks, never quantized from floats (that would cost
+Quantized tensors are written directly as random Q4_0/Q8_0/MXFP4 blocks, never quantized from floats (that would cost
 minutes for a 26 GB file): every block is an fp16 scale d followed by uniformly random quants, and d has a fixed
 magnitude and a random sign. Codes are uniform over [-8, 7] (Q4_0) or [-128, 127] (Q8_0), so the random sign makes
 every weight zero-mean; |d| is chosen so the weights have std 1/sqrt(fan_in) and each matmul keeps activations
-O(1) through any number of layers. Norm weights are 1; the F32 router is normal with the same std."""
+O(1) through any number of layers. MXFP4 blocks share a power-of-two scale, the nearest to that std. Norm weights are 1; the F32 router is normal with the same std."""
 
 from __future__ import annotations
 
@@ -20,6 +20,8 @@ from .plan import F32, TensorSpec
 # E[code^2] with codes uniform over the type's range: Q4_0 nibble - 8 in [-8, 7], Q8_0 int8 in [-128, 127].
 CODE_MEAN_SQUARE = {GGMLQuantizationType.Q4_0: 21.5, GGMLQuantizationType.Q8_0: 5461.5}
 CHUNK_BYTES = 32 << 20  # generated and written at a time
+# MXFP4: E[value^2] of the doubled E2M1 values (0, 1, 2, 3, 4, 6, 8, 12, each signed) under uniform codes
+MXFP4_MEAN_SQUARE = 34.25
 
 
 def tensor_rng(seed: int, name: str) -> np.random.Generator:
@@ -41,9 +43,27 @@ def chunks(spec: TensorSpec, seed: int) -> Iterator[np.ndarray]:
     type_size = GGML_QUANT_SIZES[spec.qtype][1]
     n_blocks = spec.nbytes // type_size
     per_chunk = CHUNK_BYTES // type_size
-    d_bits = int(np.array(block_scale(spec.qtype, spec.fan_in), dtype=np.float16).view(np.uint16))
+    if spec.qtype == GGMLQuantizationType.MXFP4:
+        make = lambda n: _random_mxfp4_blocks(rng, n, mxfp4_exponent(spec.fan_in))  # noqa: E731
+    else:
+        d_bits = int(np.array(block_scale(spec.qtype, spec.fan_in), dtype=np.float16).view(np.uint16))
+        make = lambda n: _random_blocks(rng, n, type_size, d_bits)  # noqa: E731
     for start in range(0, n_blocks, per_chunk):
-        yield _random_blocks(rng, min(per_chunk, n_blocks - start), type_size, d_bits).reshape(-1)
+        yield make(min(per_chunk, n_blocks - start)).reshape(-1)
+
+
+def mxfp4_exponent(fan_in: int) -> int:
+    """The E8M0 byte of every MXFP4 block: the power of two nearest to giving the weights std 1/sqrt(fan_in) (the
+    doubled values are scaled by 2^(e - 128))."""
+    return 128 + round(math.log2(1.0 / math.sqrt(fan_in * MXFP4_MEAN_SQUARE)))
+
+
+def _random_mxfp4_blocks(rng: np.random.Generator, n_blocks: int, exponent: int) -> np.ndarray:
+    """[n_blocks, 17] uint8: the shared exponent, then 32 random 4-bit codes (each carries its sign: zero-mean)."""
+    n = n_blocks * 17
+    blocks = rng.bit_generator.random_raw((n + 7) // 8).view(np.uint8)[:n].reshape(n_blocks, 17)
+    blocks[:, 0] = exponent
+    return blocks
 
 
 def _random_blocks(rng: np.random.Generator, n_blocks: int, type_size: int, d_bits: int) -> np.ndarray:

@@ -27,6 +27,7 @@ FILE_TYPES = {
     GGMLQuantizationType.Q4_0: LlamaFileType.MOSTLY_Q4_0,
     GGMLQuantizationType.Q8_0: LlamaFileType.MOSTLY_Q8_0,
 }
+EXPERT_FILE_TYPES = {"mxfp4": LlamaFileType.MOSTLY_MXFP4_MOE}
 
 
 def write_synth(out: str | os.PathLike[str], preset: Preset, qtype: GGMLQuantizationType, seed: int = 0,
@@ -86,11 +87,13 @@ def add_model_metadata(w: GGUFWriter, p: Preset, qtype: GGMLQuantizationType, na
     w.add_layer_norm_rms_eps(p.rms_eps)
     w.add_expert_count(p.n_experts)
     w.add_expert_used_count(p.n_experts_used)
-    if p.ff_expert != p.ff_dense:
+    if p.ff_expert != p.ff_dense or p.oss is not None:  # llama.cpp's gpt-oss loader requires the key
         w.add_expert_feed_forward_length(p.ff_expert)
+    if p.oss is not None:
+        w.add_sliding_window(p.oss.sliding_window)
     _add_routing(w, p)
     w.add_vocab_size(p.vocab)
-    w.add_file_type(FILE_TYPES[qtype])
+    w.add_file_type(EXPERT_FILE_TYPES.get(p.expert_qtype, FILE_TYPES[qtype]))
     w.add_quantization_version(2)
 
 

@@ -37,6 +37,14 @@ QWEN2 = (
     r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
 )
 
+# GPT-4o's o200k (gpt-oss, Llama 4): letters split at case changes, contractions attached, digits in threes, as
+# tokenizer.json has it
+GPT4O = (
+    r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+(?i:'s|'t|'re|'ve|'m|'ll|'d)?"
+    r"|[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*(?i:'s|'t|'re|'ve|'m|'ll|'d)?"
+    r"|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+
 # Qwen3.5: as Qwen2 but letter runs also take combining marks (\p{M}).
 QWEN35 = (
     r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?[\p{L}\p{M}]+|\p{N}"
@@ -124,6 +132,7 @@ PRE_TOKENIZERS: dict[str, PreTokenizer] = {
     "smaug-bpe": PreTokenizer((LLAMA3,)),
     **dict.fromkeys(("qwen2", "deepseek-r1-qwen", "kormo", "f2llmv2", "megrez", "stablelm2"), _QWEN2),
     "qwen35": PreTokenizer((QWEN35,)),
+    **dict.fromkeys(("gpt-4o", "llama4", "kanana2", "talkie"), PreTokenizer((GPT4O,))),
     **dict.fromkeys(("gpt-2", "mpt", "olmo", "phi-2", "gigachat", "a.x-4.0", "mellum", "exaone4"), _GPT2),
     **dict.fromkeys(("starcoder", "refact", "command-r", "smollm", "codeshell", "exaone", "minerva-7b"), _STARCODER),
     "deepseek-llm": PreTokenizer(tuple(DEEPSEEK_LLM)),

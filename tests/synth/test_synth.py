@@ -24,8 +24,8 @@ from moestream.formats.gguf import GGUFFile
 from moestream.models.args import ModelArgs
 from moestream.synth import PRESETS, QTYPES, tensor_plan, write_synth
 from moestream.synth import writer
-from moestream.synth.presets import Latent, Routing, Yarn
-from moestream.synth.weights import block_scale
+from moestream.synth.presets import Latent, Oss, Routing, Yarn
+from moestream.synth.weights import MXFP4_MEAN_SQUARE, block_scale, mxfp4_exponent
 from moestream.tokenizer import Tokenizer
 from tests.cli.test_bad_input import assert_one_line_error, run_cli
 
@@ -45,6 +45,9 @@ SMALL = {
                         yarn=Yarn(factor=8.0, original_context=4096, log_multiplier=0.1)),
     "glm-4.5-air": dict(n_layers=2, d_model=256, n_heads=4, n_kv_heads=2, head_dim=64, rope_dim=32, n_experts=16,
                         n_experts_used=4, ff_expert=128, ff_dense=512),
+    # MXFP4 experts, sinks, biases, a sliding window shorter than the test's prompts
+    "gpt-oss-20b": dict(n_layers=2, d_model=256, n_heads=4, n_kv_heads=2, head_dim=64, n_experts=8, ff_expert=128,
+                        ff_dense=128, oss=Oss(sliding_window=2)),
 }
 
 
@@ -67,6 +70,8 @@ def written(request, tmp_path_factory):
     ("qwen3-30b-a3b", 1 + 48 * 12 + 2, 30.53, 17.22),
     ("deepseek-v3", 1 + 3 * 13 + 58 * 18 + 2, 671.03, 377.82),  # real: 671B without its MTP block
     ("glm-4.5-air", 1 + 1 * 12 + 45 * 17 + 2, 106.85, 60.19),  # real: 106B
+    ("gpt-oss-120b", 1 + 36 * 19 + 2, 116.83, 62.32),  # real: 116.83B; MXFP4 experts whatever --qtype says
+    ("gpt-oss-20b", 1 + 24 * 19 + 2, 20.91, 11.20),  # real: 20.91B
 ])
 def test_full_presets_have_the_real_models_size(name, n_tensors, params_b, q4_0_gb):
     plan = tensor_plan(PRESETS[name], Q4_0)
@@ -103,10 +108,16 @@ def test_expert_weights_are_zero_mean_with_the_planned_scale(written):
     preset, path = written
     info = GGUFFile(path).tensors["blk.1.ffn_down_exps.weight"]
     raw = np.array(GGUFFile(path).data(info.name))
-    w = gguf.quants.dequantize(raw, Q4_0)  # [E, D, F]
+    w = gguf.quants.dequantize(raw, info.qtype)  # [E, D, F]
     assert w.shape == (preset.n_experts, preset.d_model, preset.ff_expert)
     std = 1 / math.sqrt(preset.ff_expert)
     assert abs(w.mean()) < 0.01 * std
+    if info.qtype == gguf.GGMLQuantizationType.MXFP4:  # a power-of-two scale: the nearest to the std
+        e = mxfp4_exponent(preset.ff_expert)
+        assert (raw.reshape(-1, 17)[:, 0] == e).all()
+        assert w.std() == pytest.approx(2.0 ** (e - 128) * math.sqrt(MXFP4_MEAN_SQUARE), rel=0.05)
+        assert w.std() / std == pytest.approx(1, rel=0.42)
+        return
     assert w.std() == pytest.approx(std, rel=0.05)
     scales = raw.reshape(-1, 18)[:, :2].copy().view(np.float16).astype(np.float32)
     assert np.allclose(np.abs(scales), block_scale(Q4_0, preset.ff_expert), rtol=1e-3)

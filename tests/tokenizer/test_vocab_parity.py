@@ -152,3 +152,37 @@ def test_random_text_matches_hf_tokenizers(name, load_tokenizer):
         if ours != theirs:
             failures.append(f"{text!r}\n    ours   {describe(tok, ours)}\n    theirs {describe(tok, theirs)}")
     assert not failures, f"{name}: {len(failures)} mismatches\n" + "\n".join(failures[:10])
+
+
+# gpt-oss's o200k pre-tokenizer ("gpt-4o"), as its tokenizer.json writes the split regex
+GPT4O_SPLIT_REGEX = (
+    r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+(?i:'s|'t|'re|'ve|'m|'ll|'d)?"
+    r"|[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*(?i:'s|'t|'re|'ve|'m|'ll|'d)?"
+    r"|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+
+
+def test_gpt4o_pre_tokenizer_matches_hf_tokenizers_on_random_text(tmp_path):
+    """No vocab file of llama.cpp's has the `gpt-4o` pre type: Llama 3's vocabulary and merges with the pre name
+    changed, against an HF `tokenizers` BPE of the same vocabulary split by o200k's regex."""
+    from tests.fixtures.gguf_edit import copy_gguf
+
+    def gpt4o(meta):
+        meta = dict(meta)
+        meta["tokenizer.ggml.pre"] = ("gpt-4o", *meta["tokenizer.ggml.pre"][1:])
+        return meta
+
+    path = copy_gguf(vocab_file("llama-bpe"), tmp_path / "gpt4o.gguf", edit_metadata=gpt4o)
+    meta = read_metadata(path)
+    vocab = {text: i for i, text in enumerate(meta["tokenizer.ggml.tokens"])}
+    merges = [tuple(m.split(" ", 1)) for m in meta["tokenizer.ggml.merges"]]
+    hf = tokenizers.Tokenizer(tokenizers.models.BPE(vocab, merges))
+    hf.pre_tokenizer = tokenizers.pre_tokenizers.Sequence([
+        tokenizers.pre_tokenizers.Split(tokenizers.Regex(GPT4O_SPLIT_REGEX), behavior="isolated"),
+        tokenizers.pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+    ])
+    tok = Tokenizer.from_gguf(GGUFFile(path))
+    texts = random_texts(300, seed=11) + ["HelloWorld's CamelCase", "price: 1234567 /path/to\n\nx", "I'M here"]
+    failures = [t for t in texts if tok.encode(t, add_bos=False, parse_special=False)
+                != hf.encode(t, add_special_tokens=False).ids]
+    assert not failures, f"{len(failures)} mismatches, e.g. {failures[:5]}"
