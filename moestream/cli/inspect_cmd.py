@@ -32,7 +32,8 @@ def report(info: ModelInfo) -> list[tuple[str, str]]:
         ("d_model", str(a.d_model)),
         ("attention", _attention(a)),
         *_window(info),
-        ("KV cache", f"{fmt_bytes(_kv_bytes_per_token(a))} per token (float32, all {a.n_layers} layers)"),
+        ("KV cache", f"{fmt_bytes(_kv_bytes_per_token(a))} per token (float32, {_kv_layers(a)})"),
+        *_recurrent_state(a),
         ("context", str(a.context_length)),
         ("rope", f"{info.spec.rope}, base {a.rope_base:g}, dims {a.rope_dim}"),
         ("vocabulary", _vocab(gguf)),
@@ -67,12 +68,23 @@ def _shards(gguf) -> list[tuple[str, str]]:
 
 
 def _attention(a) -> str:
+    if a.linear is not None:
+        n, attends = a.linear, a.n_layers - sum(a.linear.layers)
+        return (f"hybrid: {_layers(sum(n.layers), 'Gated DeltaNet')} ({n.k_heads} key / {n.v_heads} value heads of "
+                f"{n.k_dim} / {n.v_dim}, convolution {n.conv_kernel}), {_layers(attends, 'gated full-attention')} "
+                f"({a.n_heads} query / {a.n_kv_heads} key-value heads, head_dim {a.head_dim})")
     if a.kv_lora_rank:
         q = f"query rank {a.q_lora_rank}" if a.q_lora_rank else "full-rank query"
         return (f"multi-head latent, {a.n_heads} heads ({a.nope_dim} + {a.rope_dim} rotary dims, value "
                 f"{a.v_head_dim}), latent {a.kv_lora_rank}, {q}")
     kind = "multi-head" if a.n_kv_heads == a.n_heads else "grouped-query"
     return f"{kind}, {a.n_heads} query / {a.n_kv_heads} key-value heads, head_dim {a.head_dim}"
+
+
+def _kv_layers(a) -> str:
+    if a.linear is None:
+        return f"all {a.n_layers} layers"
+    return "the " + _layers(a.n_layers - sum(a.linear.layers), "full-attention")
 
 
 def _window(info: ModelInfo) -> list[tuple[str, str]]:
@@ -95,7 +107,22 @@ def _ranges(layers: list[int]) -> str:
 def _kv_bytes_per_token(a) -> int:
     if a.kv_lora_rank:  # the latent and one positional key (layers/mla.py)
         return 4 * a.n_layers * (a.kv_lora_rank + a.rope_dim)
-    return 4 * a.n_layers * 2 * a.n_kv_heads * a.head_dim
+    attending = a.n_layers - (sum(a.linear.layers) if a.linear is not None else 0)
+    return 4 * attending * 2 * a.n_kv_heads * a.head_dim
+
+
+def _recurrent_state(a) -> list[tuple[str, str]]:
+    """Linear-attention layers: a fixed state per sequence (convolution window + one matrix per value head)."""
+    if a.linear is None:
+        return []
+    n = a.linear
+    per_layer = 4 * ((n.conv_kernel - 1) * n.conv_channels + n.v_heads * n.k_dim * n.v_dim)
+    return [("recurrent state", f"{fmt_bytes(per_layer * sum(n.layers))} per sequence (float32, "
+                                f"{_layers(sum(n.layers), 'linear-attention')}), whatever its length")]
+
+
+def _layers(n: int, kind: str) -> str:
+    return f"{n} {kind} layer{'' if n == 1 else 's'}"
 
 
 def _routing(info: ModelInfo) -> str:

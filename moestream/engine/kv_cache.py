@@ -4,7 +4,11 @@ whole cache: 12 ms of 224 per token at 512 tokens on an 8-layer Mixtral-shaped m
 into the buffers themselves between `reserve` (growth, in Python) and `commit`.
 
 Keys and values may have different widths: multi-head latent attention (layers/mla.py) stores one shared "head"
-per token, the compressed latent as k [1, S, kv_lora_rank] and the rotated positional key as v [1, S, rope dims]."""
+per token, the compressed latent as k [1, S, kv_lora_rank] and the rotated positional key as v [1, S, rope dims].
+
+Linear-attention layers (Gated DeltaNet, layers/gated_deltanet.py) keep no keys: their state after the tokens seen
+so far (a convolution window and one matrix per head) is stored per layer with `set_state`, and counts the tokens
+like the KV rows do. Such a state cannot be rolled back, so `truncate` refuses to forget tokens it has absorbed."""
 
 from __future__ import annotations
 
@@ -22,6 +26,7 @@ class KVCache:
         self.k = [torch.empty(n_kv_heads, cap, head_dim) for _ in range(n_layers)]
         self.v = [torch.empty(n_kv_heads, cap, self.v_dim) for _ in range(n_layers)]
         self.lengths = [0] * n_layers
+        self.states: dict[int, tuple[torch.Tensor, ...]] = {}  # linear-attention layers: their recurrent state
 
     @property
     def length(self) -> int:
@@ -52,7 +57,22 @@ class KVCache:
 
     def truncate(self, n: int) -> None:
         """Forget every token after the first n (speculative decoding drops the rejected draft's rows)."""
+        if self.states and n < self.length:
+            raise ConfigError(f"cannot forget tokens {n}..{self.length - 1}: a linear-attention layer's state has "
+                              f"absorbed them (speculative decoding is not available for this model)")
         self.lengths = [min(length, n) for length in self.lengths]
+
+    def state(self, layer: int) -> tuple[torch.Tensor, ...] | None:
+        """A linear-attention layer's state after the tokens stored (None before the first)."""
+        return self.states.get(layer)
+
+    def set_state(self, layer: int, state: tuple[torch.Tensor, ...], t: int) -> None:
+        """The layer's state after t more tokens."""
+        n = self.lengths[layer]
+        if n + t > self.max_len:
+            raise ConfigError(f"context length {self.max_len} exceeded ({n + t} tokens); use a shorter prompt")
+        self.states[layer] = state
+        self.lengths[layer] = n + t
 
     def _reserve(self, layer: int, needed: int) -> None:
         cap = self.k[layer].shape[1]

@@ -85,6 +85,13 @@ def _at_least(value: int | None, least: int, flag: str) -> None:
         raise ConfigError(f"{flag} must be an integer >= {least}, got {value!r}")
 
 
+def check_rollback(lm: LoadedModel, draft: str, which: str) -> None:
+    """Speculative decoding forgets rejected guesses from the cache; a linear-attention layer's state cannot."""
+    if draft != "off" and lm.args.linear is not None:
+        raise ConfigError(f"--draft {draft}: {which} ({lm.args.arch}) has linear-attention layers, whose recurrent "
+                          f"state cannot forget rejected guesses; speculative decoding is not available for it")
+
+
 class Engine:
     """A loaded model with its tokenizer, chat template, expert cache, scheduler and run summary."""
 
@@ -94,6 +101,9 @@ class Engine:
         self.context_length = config.context_length or min(lm.args.context_length, DEFAULT_CONTEXT_CAP)
         if draft is not None:
             check_same_vocabulary(lm, draft)
+        check_rollback(lm, config.draft, "the model")
+        if draft is not None:
+            check_rollback(draft, config.draft, "the draft model")
         self.scheduler = Scheduler(lm.model, self.context_length, config.max_batch, config.max_queue,
                                    config.prefill_chunk, draft=config.draft, draft_tokens=config.draft_tokens,
                                    draft_model=self._draft_model)

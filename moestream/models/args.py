@@ -34,6 +34,22 @@ class RopeScaling:
 
 
 @dataclass(frozen=True)
+class LinearAttention:
+    """ssm.* : the Gated DeltaNet layers of a hybrid model (qwen35moe, qwen3next), and which layers they are."""
+
+    conv_kernel: int  # ssm.conv_kernel: the causal depthwise convolution's width over q, k, v
+    k_heads: int  # ssm.group_count: key (and query) heads
+    v_heads: int  # ssm.time_step_rank: value heads (a multiple of k_heads), each with its own decay and beta
+    k_dim: int  # ssm.state_size: a key head's width
+    v_dim: int  # ssm.inner_size / v_heads: a value head's width
+    layers: tuple[bool, ...]  # per layer: True = linear attention, False = full attention
+
+    @property
+    def conv_channels(self) -> int:
+        return 2 * self.k_heads * self.k_dim + self.v_heads * self.v_dim
+
+
+@dataclass(frozen=True)
 class ModelArgs:
     arch: str
     n_layers: int
@@ -69,6 +85,10 @@ class ModelArgs:
     # the layers `swa_layers` marks; 0 = every layer sees the whole context
     sliding_window: int = 0
     swa_layers: tuple[bool, ...] = ()  # per layer, from attention.sliding_window_pattern; () = the architecture's rule
+    linear: LinearAttention | None = None  # hybrid models: their linear-attention layers (None: every layer attends)
+
+    def is_linear_layer(self, layer: int) -> bool:
+        return self.linear is not None and self.linear.layers[layer]
 
     def is_moe_layer(self, layer: int) -> bool:
         return self.n_experts > 0 and layer >= self.n_dense_leading
@@ -113,7 +133,7 @@ class ModelArgs:
             n_groups=n_groups, n_groups_used=m.int("expert_group_used_count", 1, n_groups, default=n_groups),
             kv_lora_rank=kv_rank, q_lora_rank=m.int("attention.q_lora_rank", 0, MAX_WIDTH, default=0), **latent,
             rope_scaling=_rope_scaling(m), sliding_window=m.int("attention.sliding_window", 0, MAX_CONTEXT, default=0),
-            swa_layers=_swa_layers(m, n_blocks - n_nextn),
+            swa_layers=_swa_layers(m, n_blocks - n_nextn), linear=_linear_attention(m, n_blocks - n_nextn),
         )
         _check_relations(args, m)
         return args
@@ -180,6 +200,30 @@ def _swa_layers(m: "_Meta", n_layers: int) -> tuple[bool, ...]:
         return tuple(value[:n_layers])
     period = m.int("attention.sliding_window_pattern", 1, MAX_LAYERS)
     return swa_pattern(period, n_layers)
+
+
+def _linear_attention(m: "_Meta", n_layers: int) -> LinearAttention | None:
+    """The Gated DeltaNet layers' widths (ssm.*) and plan: attention.recurrent_layers (one bool per layer) or
+    full_attention_interval n (every n-th layer attends, the others are linear; llama.cpp's default 4)."""
+    if m.raw("ssm.time_step_rank", None) is None or m.raw("ssm.group_count", None) is None:
+        return None
+    k_heads = m.int("ssm.group_count", 1, MAX_HEADS)
+    v_heads = m.int("ssm.time_step_rank", 1, MAX_HEADS)
+    if v_heads % k_heads:
+        raise m.error("ssm.time_step_rank", f"{v_heads} value heads are not a multiple of ssm.group_count {k_heads}")
+    inner = m.int("ssm.inner_size", 1, MAX_WIDTH)
+    if inner % v_heads:
+        raise m.error("ssm.inner_size", f"{inner} does not split into ssm.time_step_rank {v_heads} heads")
+    plan = m.raw("attention.recurrent_layers", None)
+    if plan is not None:
+        if not isinstance(plan, list) or len(plan) < n_layers or any(type(v) is not bool for v in plan):
+            raise m.error("attention.recurrent_layers", f"must be {n_layers} booleans (one per layer), got {_show(plan)}")
+        layers = tuple(plan[:n_layers])
+    else:
+        every = m.int("full_attention_interval", 1, MAX_LAYERS, default=4)
+        layers = tuple((i + 1) % every != 0 for i in range(n_layers))
+    return LinearAttention(conv_kernel=m.int("ssm.conv_kernel", 1, 64), k_heads=k_heads, v_heads=v_heads,
+                           k_dim=m.int("ssm.state_size", 1, MAX_WIDTH), v_dim=inner // v_heads, layers=layers)
 
 
 def swa_pattern(period: int, n_layers: int) -> tuple[bool, ...]:

@@ -48,6 +48,17 @@ def test_inspect_describes_sliding_windows_sinks_and_biases():
     assert "softmax scores, renormalised, router bias, per-expert biases" in out
 
 
+def test_inspect_describes_a_hybrid_models_layers_and_state():
+    result = run_cli("inspect", str(gguf_path("qwen35moe")))
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert ("hybrid: 3 Gated DeltaNet layers (2 key / 4 value heads of 16 / 16, convolution 4), 1 gated "
+            "full-attention layer (4 query / 2 key-value heads, head_dim 128)") in out
+    assert "KV cache           2.00 KiB per token (float32, the 1 full-attention layer)" in out  # 2 x 2 x 128 x 4
+    # per layer: window 3 x 128 channels + 4 heads x 16 x 16, float32
+    assert "recurrent state    16.50 KiB per sequence (float32, 3 linear-attention layers)" in out
+
+
 def test_generate_streams_the_engines_greedy_tokens():
     path = gguf_path("mixtral")
     result = run_cli("generate", "-m", str(path), "-p", "The king said", "-n", "12", "--temp", "0", "--no-echo")
