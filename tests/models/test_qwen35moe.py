@@ -56,7 +56,7 @@ def _edited(tmp_path, **values):
             name = f"qwen35moe.{key.replace('__', '.')}"
             meta[name] = (value, *meta[name][1:])
         return meta
-    return copy_gguf(gguf_path("qwen35moe"), tmp_path / "edited.gguf", edit_metadata=edit)
+    return copy_gguf(gguf_path("qwen35moe", "q8_0"), tmp_path / "edited.gguf", edit_metadata=edit)
 
 
 @pytest.mark.parametrize("values, message", [
