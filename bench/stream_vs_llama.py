@@ -38,9 +38,14 @@ class MemoryCgroup:
         root = "/sys/fs/cgroup" if self.v2 else "/sys/fs/cgroup/memory"
         self.path = Path(root + own.strip()) / name
         self.path.mkdir(exist_ok=True)
-        self._write("memory.max" if self.v2 else "memory.limit_in_bytes", str(limit))
-        if not self.v2:
-            (self.path / "memory.memsw.limit_in_bytes").exists() and self._write("memory.memsw.limit_in_bytes", str(limit))
+        if self.v2:
+            self._write("memory.max", str(limit))
+        else:  # v1: memory.limit_in_bytes may not exceed memsw's, so raising one left by an earlier run goes memsw first
+            names = ["memory.limit_in_bytes"] + (["memory.memsw.limit_in_bytes"]
+                                                 if (self.path / "memory.memsw.limit_in_bytes").exists() else [])
+            current = int((self.path / "memory.limit_in_bytes").read_text())
+            for name in (reversed(names) if limit > current else names):
+                self._write(name, str(limit))
 
     @staticmethod
     def _root(line: str) -> str:

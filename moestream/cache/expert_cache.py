@@ -446,6 +446,7 @@ class ExpertCache:
         return sum(1 for e in self._entries.values() if e.pinned)
 
     def close(self) -> None:
+        self.pool.stop_warming()
         self._finish_prefetches()
         self.reader.close()
 

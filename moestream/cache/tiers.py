@@ -1,17 +1,37 @@
-"""The RAM tier: a fixed number of equal, page-aligned slots carved lazily out of a hard byte budget.
+"""The RAM tier: a fixed number of equal, page-aligned slots carved out of a hard byte budget.
 
-Slots are private anonymous mmaps (page-aligned, as O_DIRECT needs), allocated on first use and then recycled
-forever; the pool never holds more than `budget` bytes. Slots ask for transparent huge pages (moestream/memory.py
-says why)."""
+Slots are private anonymous mmaps (page-aligned, as O_DIRECT needs), recycled forever; the pool never holds more
+than `budget` bytes. Slots ask for transparent huge pages (moestream/memory.py says why).
+
+A fresh slot's first touch costs page faults: measured 8-32 ms per 23.6 MiB slot here (zeroing, and compaction
+for huge pages). An O_DIRECT read pins its destination, so those faults happened inside the decode thread's
+io_uring submit, which took 14 % of a DeepSeek-shaped decode while the cache filled (docs/benchmarks.md).
+`start_warming` allocates and faults in the slots not yet made in a background thread instead (madvise
+MADV_POPULATE_WRITE through ctypes, which runs without the GIL); `take` hands those out first and still makes its
+own when none is ready."""
 
 from __future__ import annotations
 
+import ctypes
 import mmap
+import threading
 from dataclasses import dataclass
 
 import torch
 
 from ..memory import anonymous
+
+
+MADV_POPULATE_WRITE = 23  # Linux 5.14+: fault a range in writable, as a first write would, in one call
+_LIBC = ctypes.CDLL(None, use_errno=True)
+
+
+def _fault_in(buf: mmap.mmap, size: int) -> None:
+    """Every page of buf present and writable. Through ctypes, so the GIL is released meanwhile; an older kernel
+    without MADV_POPULATE_WRITE gets a memset (the same faults, and a write of every byte)."""
+    addr = ctypes.addressof(ctypes.c_char.from_buffer(buf))
+    if _LIBC.madvise(ctypes.c_void_p(addr), ctypes.c_size_t(size), MADV_POPULATE_WRITE) != 0:
+        ctypes.memset(addr, 0, size)
 
 
 @dataclass
@@ -28,6 +48,39 @@ class RamPool:
         self.n_slots = min(budget // slot_size, max_slots)
         self._slots: list[Slot] = []
         self._free: list[Slot] = []
+        self._warm: list[Slot] = []  # made and touched by the warming thread, never handed out yet
+        self._lock = threading.Lock()  # _slots and _warm: the warming thread adds to them
+        self._stop = threading.Event()
+        self._warmer: threading.Thread | None = None
+
+    def start_warming(self) -> None:
+        """Make and touch the remaining slots in the background (daemon thread; `stop_warming` ends it)."""
+        if self._warmer is None and len(self._slots) < self.n_slots:
+            self._warmer = threading.Thread(target=self._warm_all, name="moestream-slot-warm", daemon=True)
+            self._warmer.start()
+
+    def stop_warming(self) -> None:
+        self._stop.set()
+        if self._warmer is not None:
+            self._warmer.join()
+
+    def _warm_all(self) -> None:
+        while not self._stop.is_set():
+            slot = self._new_slot()
+            if slot is None:
+                return
+            _fault_in(slot.buf, self.slot_size)
+            with self._lock:
+                self._warm.append(slot)
+
+    def _new_slot(self) -> Slot | None:
+        with self._lock:
+            if len(self._slots) >= self.n_slots:
+                return None
+            buf = anonymous(self.slot_size)
+            slot = Slot(len(self._slots), buf, torch.frombuffer(buf, dtype=torch.uint8), memoryview(buf))
+            self._slots.append(slot)
+            return slot
 
     @property
     def allocated_bytes(self) -> int:
@@ -38,19 +91,18 @@ class RamPool:
         return self.n_slots * self.slot_size
 
     def take(self) -> Slot | None:
-        """A free slot, a new one while under budget, or None (the caller must evict)."""
+        """A free slot, a warmed one, a new one while under budget, or None (the caller must evict)."""
         if self._free:
             return self._free.pop()
-        if len(self._slots) < self.n_slots:
-            buf = anonymous(self.slot_size)
-            slot = Slot(len(self._slots), buf, torch.frombuffer(buf, dtype=torch.uint8), memoryview(buf))
-            self._slots.append(slot)
-            return slot
-        return None
+        with self._lock:
+            if self._warm:
+                return self._warm.pop(0)
+        return self._new_slot()
 
     def give(self, slot: Slot) -> None:
         self._free.append(slot)
 
     @property
     def free_count(self) -> int:
-        return len(self._free) + self.n_slots - len(self._slots)
+        with self._lock:
+            return len(self._free) + len(self._warm) + self.n_slots - len(self._slots)

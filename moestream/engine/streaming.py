@@ -62,6 +62,7 @@ def open_cache(path, store: ExpertStore, n_used: int, config: CacheConfig,
     except BaseException:
         cache.close()
         raise
+    cache.pool.start_warming()  # the budget's slots, faulted in off the decode thread (cache/tiers.py)
     return cache
 
 

@@ -4,7 +4,8 @@ them too): no keys are cached; per sequence and layer a state of fixed size is c
 Per token, with Hk key heads of width dk and Hv value heads of width dv (Hv a multiple of Hk):
 - [q | k | v] = attn_qkv(x) [2 Hk dk + Hv dv] goes through a causal depthwise convolution of width K
   (ssm_conv1d [C, K], over this token and the K-1 before it) and SiLU; q and k are L2-normalised per head and q is
-  scaled by dk^-0.5; value head j reads key head j mod Hk (the converter stores value heads in that tiled order);
+  scaled by dk^-0.5; value head j reads key head j mod Hk where the file stores value heads tiled (the converter's
+  order for Qwen3.5), j div (Hv / Hk) where grouped by key head (its order for Qwen3-Next);
 - beta = sigmoid(ssm_beta(x)) [Hv]; decay g = ssm_a * softplus(ssm_alpha(x) + ssm_dt.bias) [Hv] (ssm_a = -exp(A_log)
   as the converter writes it, so g < 0);
 - the state S_h [dk, dv] per value head: S <- S exp(g); S <- S + k (beta (v - k^T S))^T (the delta rule); the output
@@ -41,9 +42,11 @@ class DeltaNetWeights:
 
 
 class GatedDeltaNet:
-    def __init__(self, layer: int, w: DeltaNetWeights, k_heads: int, v_heads: int, k_dim: int, v_dim: int):
+    def __init__(self, layer: int, w: DeltaNetWeights, k_heads: int, v_heads: int, k_dim: int, v_dim: int,
+                 tiled: bool = True):
         self.layer, self.w = layer, w
         self.k_heads, self.v_heads, self.k_dim, self.v_dim = k_heads, v_heads, k_dim, v_dim
+        self.tiled = tiled  # value heads' order: tiled over the key heads, or grouped by key head
 
     def __call__(self, x: torch.Tensor, segments: list[Segment]) -> torch.Tensor:
         # x: [T, D] -> [T, D]
@@ -89,8 +92,9 @@ class GatedDeltaNet:
         t, hk, dk = mixed.shape[0], self.k_heads, self.k_dim
         q, k, v = mixed.split([hk * dk, hk * dk, self.v_heads * self.v_dim], dim=-1)
         q, k = _l2norm(q.reshape(t, hk, dk)) * dk**-0.5, _l2norm(k.reshape(t, hk, dk))
-        tiles = self.v_heads // hk
-        return q.repeat(1, tiles, 1), k.repeat(1, tiles, 1), v.reshape(t, self.v_heads, self.v_dim)
+        per = self.v_heads // hk
+        spread = (lambda x: x.repeat(1, per, 1)) if self.tiled else (lambda x: x.repeat_interleave(per, dim=1))
+        return spread(q), spread(k), v.reshape(t, self.v_heads, self.v_dim)
 
 
 def _l2norm(x: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:

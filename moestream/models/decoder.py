@@ -66,6 +66,10 @@ class Weights:
                 self.tensors[name] = w
         return QuantLinear(w, b, self.compute)
 
+    def linear_of(self, w: QuantWeight) -> QuantLinear:
+        """A projection over a weight built from the file's tensors (not itself a tensor of the file)."""
+        return QuantLinear(self.compute.prepare(w), compute=self.compute)
+
     def row(self, name: str) -> QuantLinear:
         """A [1, D] projection; llama-quantize stores some (ffn_gate_inp_shexp) as 1-D [D], the converter as 2-D."""
         w = self[name]

@@ -24,6 +24,10 @@ from .decoder import ArchSpec, Weights
 def build_attention(w: Weights, p: str, layer: int, a: ModelArgs, rope: Rope):
     if a.is_linear_layer(layer):
         return _deltanet(w, p, layer, a)
+    return gated_attention(w, p, layer, a, rope)
+
+
+def gated_attention(w: Weights, p: str, layer: int, a: ModelArgs, rope: Rope) -> GatedAttention:
     aw = AttentionWeights(q=w.linear(p + "attn_q.weight"), k=w.linear(p + "attn_k.weight"),
                           v=w.linear(p + "attn_v.weight"), o=w.linear(p + "attn_output.weight"),
                           q_norm=w.norm(p + "attn_q_norm.weight", a.rms_eps),
@@ -32,17 +36,32 @@ def build_attention(w: Weights, p: str, layer: int, a: ModelArgs, rope: Rope):
 
 
 def _deltanet(w: Weights, p: str, layer: int, a: ModelArgs) -> GatedDeltaNet:
+    beta, alpha = w.linear(p + "ssm_beta.weight"), w.linear(p + "ssm_alpha.weight")
+    return deltanet(w, p, layer, a, beta, alpha, tiled=True)
+
+
+def deltanet(w: Weights, p: str, layer: int, a: ModelArgs, beta, alpha, tiled: bool) -> GatedDeltaNet:
+    """A Gated DeltaNet layer from its tensors (beta and alpha projections given: files store them apart or
+    together)."""
     n = a.linear
     dw = DeltaNetWeights(
-        qkv=w.linear(p + "attn_qkv.weight"), gate=w.linear(p + "attn_gate.weight"),
-        beta=w.linear(p + "ssm_beta.weight"), alpha=w.linear(p + "ssm_alpha.weight"),
+        qkv=w.linear(p + "attn_qkv.weight"), gate=w.linear(p + "attn_gate.weight"), beta=beta, alpha=alpha,
         conv=w.vector(p + "ssm_conv1d.weight").reshape(n.conv_channels, n.conv_kernel),
         dt_bias=w.vector(p + "ssm_dt.bias").reshape(-1), a=w.vector(p + "ssm_a").reshape(-1),
         norm=w.norm(p + "ssm_norm.weight", a.rms_eps), out=w.linear(p + "ssm_out.weight"))
-    return GatedDeltaNet(layer, dw, n.k_heads, n.v_heads, n.k_dim, n.v_dim)
+    return GatedDeltaNet(layer, dw, n.k_heads, n.v_heads, n.k_dim, n.v_dim, tiled=tiled)
 
 
 def attention_shapes(a: ModelArgs, p: str, present) -> Iterator[tuple[str, list, bool]]:
+    yield from _shared_shapes(a, p)
+    if a.is_linear_layer(int(p.split(".")[1])):
+        hv, D = a.linear.v_heads, a.d_model
+        yield p + "ssm_beta.weight", [(hv, D)], True
+        yield p + "ssm_alpha.weight", [(hv, D)], True
+
+
+def _shared_shapes(a: ModelArgs, p: str) -> Iterator[tuple[str, list, bool]]:
+    """Every tensor of a layer but the DeltaNet's beta and alpha projections."""
     D, layer = a.d_model, int(p.split(".")[1])
     if not a.is_linear_layer(layer):
         q, kv = a.n_heads * a.head_dim, a.n_kv_heads * a.head_dim
@@ -55,7 +74,6 @@ def attention_shapes(a: ModelArgs, p: str, present) -> Iterator[tuple[str, list,
     n = a.linear
     hv, values = n.v_heads, n.v_heads * n.v_dim
     for name, shape in (("attn_qkv.weight", (n.conv_channels, D)), ("attn_gate.weight", (values, D)),
-                        ("ssm_beta.weight", (hv, D)), ("ssm_alpha.weight", (hv, D)),
                         ("ssm_out.weight", (D, values))):
         yield p + name, [shape], True
     yield p + "ssm_conv1d.weight", [(n.conv_channels, n.conv_kernel)], True

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from ..errors import UnsupportedArchitectureError
-from . import deepseek2, glm4moe, gpt_oss, mixtral, olmoe, qwen2moe, qwen3moe, qwen35moe
+from . import deepseek2, glm4moe, gpt_oss, mixtral, olmoe, qwen2moe, qwen3moe, qwen3next, qwen35moe
 from .args import ModelArgs
 from .decoder import ArchSpec
 
 ARCHITECTURES: dict[str, ArchSpec] = {m.SPEC.name: m.SPEC for m in (mixtral, qwen2moe, qwen3moe, olmoe, glm4moe, deepseek2,
-                                                                  gpt_oss, qwen35moe)}
+                                                                  gpt_oss, qwen35moe, qwen3next)}
 
 
 def spec_for(args: ModelArgs) -> ArchSpec:
