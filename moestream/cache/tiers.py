@@ -48,13 +48,14 @@ class RamPool:
         self.n_slots = min(budget // slot_size, max_slots)
         self._slots: list[Slot] = []
         self._free: list[Slot] = []
-        self._warm: list[Slot] = []  # made and touched by the warming thread, never handed out yet
-        self._lock = threading.Lock()  # _slots and _warm: the warming thread adds to them
+        self._warm: list[Slot] = []  # made and faulted in by the warming thread, never handed out yet
+        self._warming = 0  # slots the warming thread is faulting in right now (counted against the budget)
+        self._cond = threading.Condition()  # guards _slots, _warm, _warming: the warming thread changes them
         self._stop = threading.Event()
         self._warmer: threading.Thread | None = None
 
     def start_warming(self) -> None:
-        """Make and touch the remaining slots in the background (daemon thread; `stop_warming` ends it)."""
+        """Make and fault in the remaining slots in the background (daemon thread; `stop_warming` ends it)."""
         if self._warmer is None and len(self._slots) < self.n_slots:
             self._warmer = threading.Thread(target=self._warm_all, name="moestream-slot-warm", daemon=True)
             self._warmer.start()
@@ -66,21 +67,25 @@ class RamPool:
 
     def _warm_all(self) -> None:
         while not self._stop.is_set():
-            slot = self._new_slot()
-            if slot is None:
-                return
+            with self._cond:
+                slot = self._new_slot()
+                if slot is None:
+                    return
+                self._warming += 1
             _fault_in(slot.buf, self.slot_size)
-            with self._lock:
+            with self._cond:
+                self._warming -= 1
                 self._warm.append(slot)
+                self._cond.notify_all()
 
     def _new_slot(self) -> Slot | None:
-        with self._lock:
-            if len(self._slots) >= self.n_slots:
-                return None
-            buf = anonymous(self.slot_size)
-            slot = Slot(len(self._slots), buf, torch.frombuffer(buf, dtype=torch.uint8), memoryview(buf))
-            self._slots.append(slot)
-            return slot
+        """A new slot while under the budget (caller holds _cond)."""
+        if len(self._slots) >= self.n_slots:
+            return None
+        buf = anonymous(self.slot_size)
+        slot = Slot(len(self._slots), buf, torch.frombuffer(buf, dtype=torch.uint8), memoryview(buf))
+        self._slots.append(slot)
+        return slot
 
     @property
     def allocated_bytes(self) -> int:
@@ -91,18 +96,23 @@ class RamPool:
         return self.n_slots * self.slot_size
 
     def take(self) -> Slot | None:
-        """A free slot, a warmed one, a new one while under budget, or None (the caller must evict)."""
+        """A free slot, a warmed one, a new one while under budget, or None (the caller must evict). When the
+        budget's last slots are being faulted in by the warming thread, it waits for one (milliseconds)."""
         if self._free:
             return self._free.pop()
-        with self._lock:
-            if self._warm:
-                return self._warm.pop(0)
-        return self._new_slot()
+        with self._cond:
+            while True:
+                if self._warm:
+                    return self._warm.pop(0)
+                slot = self._new_slot()
+                if slot is not None or self._warming == 0:
+                    return slot
+                self._cond.wait()
 
     def give(self, slot: Slot) -> None:
         self._free.append(slot)
 
     @property
     def free_count(self) -> int:
-        with self._lock:
+        with self._cond:
             return len(self._free) + len(self._warm) + self.n_slots - len(self._slots)
