@@ -13,6 +13,7 @@ from ..telemetry.units import human_bytes
 from ..tokenizer import ChatTemplate, Tokenizer
 from .drafting import DRAFT_MODES
 from .generate import GenerationStats, TokenEvent
+from .grammar import Constraint, GrammarError, json_object_grammar, json_schema_grammar
 from .llm import DEFAULT_CONTEXT_CAP, Engine, EngineConfig
 from .loader import ModelInfo, inspect_file
 from .sampling import GREEDY, SamplingParams
@@ -23,9 +24,10 @@ from .trace import read_trace
 CACHE_POLICIES = tuple(POLICIES)
 
 __all__ = [
-    "CACHE_POLICIES", "DEFAULT_CONTEXT_CAP", "DEFAULT_THRESHOLDS", "DRAFT_MODES", "GREEDY", "POLICY_NAMES", "PREDICTORS",
-    "PRESETS", "QTYPES", "CacheConfig", "ChatTemplate", "Engine", "EngineConfig", "EngineRequest",
-    "GenerationStats", "ModelInfo", "PrefetchSpec", "QueueFull", "SamplingParams", "Scheduler", "SchedulerClosed",
-    "StepInfo", "TokenEvent", "TokenOut", "Tokenizer", "budget_slots", "get_preset", "hit_rates", "human_bytes",
-    "inspect_file", "parse_bytes", "prefetch_rates", "qtype_of", "read_trace", "write_synth",
+    "CACHE_POLICIES", "DEFAULT_CONTEXT_CAP", "DEFAULT_THRESHOLDS", "DRAFT_MODES", "GREEDY", "POLICY_NAMES",
+    "PREDICTORS", "PRESETS", "QTYPES", "CacheConfig", "ChatTemplate", "Constraint", "Engine", "EngineConfig",
+    "EngineRequest", "GenerationStats", "GrammarError", "ModelInfo", "PrefetchSpec", "QueueFull", "SamplingParams",
+    "Scheduler", "SchedulerClosed", "StepInfo", "TokenEvent", "TokenOut", "Tokenizer", "budget_slots", "get_preset",
+    "hit_rates", "human_bytes", "inspect_file", "json_object_grammar", "json_schema_grammar",
+    "parse_bytes", "prefetch_rates", "qtype_of", "read_trace", "write_synth",
 ]

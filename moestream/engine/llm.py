@@ -35,6 +35,7 @@ from ..kernels.cpu import NativeClock
 from ..tokenizer import ChatTemplate, Tokenizer, encode_chat
 from .drafting import DRAFT_MODES, DRAFT_TOKENS
 from .generate import TokenEvent, drive, generate, request
+from .grammar import GrammarCompiler
 from .loader import LoadedModel, load_model
 from .report import StepMeter, run_summary
 from .sampling import SamplingParams
@@ -167,6 +168,13 @@ class Engine:
     @functools.cached_property
     def template(self) -> ChatTemplate:
         return ChatTemplate.from_gguf(self.lm.gguf)
+
+    @functools.cached_property
+    def grammar(self) -> GrammarCompiler:
+        """Compiles grammars for constrained requests (EngineRequest.constraint) on this model's vocabulary."""
+        compiler = GrammarCompiler(self.tokenizer, self.model.vocab_size)
+        self.scheduler.grammar = compiler
+        return compiler
 
     def encode_chat(self, messages: list[dict]) -> list[int]:
         """Prompt ids for a conversation, through the model's chat template (message text never becomes control

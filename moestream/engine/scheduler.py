@@ -32,6 +32,7 @@ import torch
 from ..errors import ConfigError, MoestreamError, QueueFull, SchedulerClosed
 from ..models.decoder import DecoderModel
 from .drafting import DRAFT_TOKENS, Drafter, make_drafter
+from .grammar import Constraint, GrammarCompiler, apply_mask
 from .sampling import Sampler, SamplingParams
 from .sequence import Sequence, forward, new_sequence
 
@@ -63,6 +64,7 @@ class EngineRequest:
     on_event: Callable[[TokenOut], None]
     stop_ids: frozenset[int] = frozenset()
     top_logprobs: int | None = None  # None: no logprobs; 0: the chosen token's only
+    constraint: Constraint | None = None  # a grammar the output must follow (engine/grammar.py)
     cancelled: bool = False  # set from any thread, seen at the next step
 
 
@@ -88,8 +90,9 @@ class Scheduler:
     def __init__(self, model: DecoderModel, context_length: int, max_batch: int = MAX_BATCH,
                  max_waiting: int = MAX_WAITING, prefill_tokens: int = PREFILL_CHUNK,
                  on_step: Callable[[StepInfo], None] | None = None, draft: str = "off",
-                 draft_tokens: int = DRAFT_TOKENS, draft_model: DecoderModel | None = None):
-        self.model, self.context_length = model, context_length
+                 draft_tokens: int = DRAFT_TOKENS, draft_model: DecoderModel | None = None,
+                 grammar: GrammarCompiler | None = None):
+        self.model, self.context_length, self.grammar = model, context_length, grammar
         self.draft, self.draft_tokens, self.draft_model = draft, draft_tokens, draft_model
         make_drafter(draft, draft_tokens, draft_model, context_length)  # a bad mode fails here, not at a request
         self.drafted = self.accepted = 0  # speculative decoding: tokens proposed, and proposed then kept
@@ -105,6 +108,8 @@ class Scheduler:
     def submit(self, req: EngineRequest) -> None:
         """Queue `req`; raises ConfigError for a prompt that cannot run, QueueFull, or SchedulerClosed."""
         self._check(req.prompt)
+        if req.constraint is not None and self.grammar is None:
+            raise ConfigError("this scheduler has no grammar compiler for constrained requests")
         if req.max_new_tokens < 1:  # nothing to generate: done without a forward pass
             req.on_event(TokenOut(None, finish_reason="length", prompt_tokens=len(req.prompt)))
             return
@@ -163,8 +168,11 @@ class Scheduler:
             error = str(exc) if isinstance(exc, MoestreamError) else f"{type(exc).__name__}: {exc}"
             self._finish_running("error", error, exc)
             return
+        self._mask(work, logits)
         for (slot, n), rows in zip(work, logits):
             slot.fed += n
+            if slot.req is None:  # ended by its grammar
+                continue
             if rows is not None and slot.draft:
                 self._verify(slot, rows)
             elif rows is not None:
@@ -202,13 +210,31 @@ class Scheduler:
                 work.append((slot, n))
         return work
 
+    def _mask(self, work: list[tuple[_Slot, int]], logits: list[torch.Tensor | None]) -> None:
+        """Constrained slots about to sample: their grammars' masks, all computed in one parallel call, applied to
+        their logits row in place (such slots feed no draft, so the row is the only one). A grammar that cannot go
+        on ends its request with the reason, before a sample from nothing allowed."""
+        rows = []
+        for (slot, _), row in zip(work, logits):
+            constraint = slot.req.constraint
+            if row is None or constraint is None:
+                continue
+            if constraint.error:
+                self._end(slot, "error", f"the output grammar failed: {constraint.error}")
+                continue
+            rows.append((constraint, row[0]))
+        if rows:
+            masks = self.grammar.fill([constraint for constraint, _ in rows])
+            for (_, row), mask in zip(rows, masks):
+                apply_mask(row, mask)
+
     def _drafter(self) -> Drafter | None:
         return make_drafter(self.draft, self.draft_tokens, self.draft_model, self.context_length)
 
     def _propose(self, slot: _Slot) -> int:
         """Draft tokens for a decoding slot (speculative decoding), within its token and context limits."""
         slot.draft = None
-        if slot.drafter is None:
+        if slot.drafter is None or slot.req.constraint is not None:  # a guess would need the grammar's mask too
             return 0
         room = min(self.draft_tokens, slot.req.max_new_tokens - slot.generated - 1,
                    self.context_length - len(slot.seq.tokens) - 1)
@@ -256,14 +282,26 @@ class Scheduler:
         req = slot.req
         slot.seq.tokens.append(token)
         slot.generated += 1
+        if req.constraint is not None and not self._advance(slot, token):
+            return
         logprob, top = _logprobs(logits, token, req.top_logprobs)
         reason = self._finish_reason(slot, token)
         req.on_event(TokenOut(token, logprob, top, reason, None, len(req.prompt), slot.generated))
         if reason:
             slot.req = None  # type: ignore[assignment]  # done: removed after this step
 
+    def _advance(self, slot: _Slot, token: int) -> bool:
+        """Move the slot's grammar past `token`; a token it refuses (the mask allowed it: a bug) ends the request
+        with the error, not the engine thread."""
+        try:
+            slot.req.constraint.accept(token)
+        except MoestreamError as exc:
+            self._end(slot, "error", str(exc), exc)
+            return False
+        return True
+
     def _finish_reason(self, slot: _Slot, token: int) -> str | None:
-        if token in slot.req.stop_ids:
+        if token in slot.req.stop_ids or (slot.req.constraint is not None and slot.req.constraint.finished):
             return "stop"
         if slot.generated >= slot.req.max_new_tokens or len(slot.seq.tokens) >= self.context_length:
             return "length"

@@ -27,7 +27,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from ..engine import EngineRequest
+from ..engine import Constraint, EngineRequest, GrammarError, json_object_grammar, json_schema_grammar
 from ..errors import MoestreamError, QueueFull, SchedulerClosed
 from . import protocol as P
 from .metrics import Metrics
@@ -166,8 +166,8 @@ class _Api:
     async def _complete(self, request: Request, kind: str) -> Response:
         served = self._served(request)
         raw = await self._read_body(request)
-        parsed, prompt, echo = await self._prepare(raw, served, kind)
-        ereq = self._engine_request(parsed.options, prompt, served)
+        parsed, prompt, echo, constraint = await self._prepare(raw, served, kind)
+        ereq = self._engine_request(parsed.options, prompt, served, constraint)
         reply = Reply(kind, served.model_id, len(prompt))
         try:
             if parsed.options.stream:
@@ -227,13 +227,13 @@ class _Api:
             self.m.preparing.dec()
 
     def _parse_and_encode(self, raw: bytes, served: Served, kind: str) -> tuple:
-        """(the parsed request, prompt ids, text to echo); a worker thread."""
+        """(the parsed request, prompt ids, text to echo, the output's grammar or None); a worker thread."""
         body = _decode_json(raw)
         parsed = P.parse_chat(body) if kind == "chat" else P.parse_completion(body)
         if not self._known_model(parsed.model, served):
             raise P.model_not_found(parsed.model)
         _check_logit_bias(parsed.options.sampling.logit_bias, served)
-        return (parsed, *self._prompt(parsed, served, kind))
+        return (parsed, *self._prompt(parsed, served, kind), _constraint(parsed.options.response_format, served))
 
     @staticmethod
     def _known_model(name: str, served: Served) -> bool:
@@ -271,12 +271,13 @@ class _Api:
                              code="context_length_exceeded")
 
     @staticmethod
-    def _engine_request(opt: P.GenerationOptions, prompt: list[int], served: Served) -> EngineRequest:
+    def _engine_request(opt: P.GenerationOptions, prompt: list[int], served: Served,
+                        constraint: Constraint | None) -> EngineRequest:
         room = served.context_length - len(prompt)
         max_new = min(opt.max_tokens or room, room)
         return EngineRequest(prompt, opt.sampling, max_new, on_event=lambda ev: None,
                              stop_ids=frozenset(served.tokenizer.eog_ids),
-                             top_logprobs=opt.top_logprobs if opt.logprobs else None)
+                             top_logprobs=opt.top_logprobs if opt.logprobs else None, constraint=constraint)
 
     # ---- producing the reply ---------------------------------------------------------------------------------
 
@@ -354,6 +355,19 @@ def _decode_json(raw: bytes) -> object:
         raise P.malformed_json(str(exc)) from None
     except RecursionError:  # e.g. 100000 x '[': the parser's recursion limit, not a server fault
         raise P.too_deep() from None
+
+
+def _constraint(fmt: P.ResponseFormat | None, served: Served) -> Constraint | None:
+    """The grammar `response_format` asks for; a schema the grammar engine cannot compile is a 400 saying why."""
+    if fmt is None:
+        return None
+    try:
+        grammar = json_object_grammar() if fmt.kind == "json_object" else json_schema_grammar(fmt.schema, fmt.strict)
+        return served.engine.grammar.compile(grammar)
+    except GrammarError as exc:
+        label = f"schema '{fmt.name}'" if fmt.name else "response_format"
+        raise P.APIError(400, f"Invalid {label} for 'response_format': {exc}", param="response_format",
+                         code="invalid_json_schema") from None
 
 
 def _check_logit_bias(bias: tuple[tuple[int, float], ...], served: Served) -> None:

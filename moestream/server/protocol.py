@@ -71,6 +71,17 @@ class GenerationOptions:
     stream: bool
     include_usage: bool  # streaming only: a last chunk carrying token counts
     user: str | None
+    response_format: ResponseFormat | None = None  # None: free text
+
+
+@dataclass(frozen=True)
+class ResponseFormat:
+    """`response_format`: 'json_object' (any JSON object) or 'json_schema' (valid under `schema`)."""
+
+    kind: str
+    schema: Any = None
+    name: str | None = None
+    strict: bool = False
 
 
 @dataclass(frozen=True)
@@ -209,7 +220,7 @@ def _refuse_unsupported(body: dict) -> None:
     # these change what the answer means, so ignoring them would silently answer a different request
     _check(_read(body, "n", _as_int, 1) == 1, "n", "Only n=1 is supported (one choice per request).",
            "unsupported_value")
-    for name in ("tools", "functions", "response_format"):
+    for name in ("tools", "functions"):
         _check(_asks_nothing(name, body.get(name)), name, f"'{name}' is not supported by this server.",
                "unsupported_parameter")
 
@@ -223,7 +234,34 @@ def _options(body: dict, max_tokens: int | None, logprobs: tuple[bool, int]) -> 
     stream = _read(body, "stream", _as_bool, False)
     return GenerationOptions(max_tokens=max_tokens, stop=_stop(body), sampling=_sampling(body), logprobs=logprobs[0],
                              top_logprobs=logprobs[1], stream=stream, include_usage=_include_usage(body, stream),
-                             user=_read(body, "user", _as_str))
+                             user=_read(body, "user", _as_str), response_format=_response_format(body))
+
+
+_SCHEMA_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+def _response_format(body: dict) -> ResponseFormat | None:
+    fmt = _read(body, "response_format", _as_object)
+    if fmt is None:
+        return None
+    kind = _required(fmt, "type", _as_str, within="response_format")
+    if kind == "text":
+        return None
+    if kind == "json_object":
+        return ResponseFormat("json_object")
+    _check(kind == "json_schema", "response_format", f"Invalid 'response_format.type': {kind!r} is not one of "
+           "'text', 'json_object', 'json_schema'.", "invalid_value")
+    spec = _required(fmt, "json_schema", _as_object, within="response_format")
+    name = _required(spec, "name", _as_str, within="response_format.json_schema")
+    _check(_SCHEMA_NAME.fullmatch(name), "response_format", "Invalid 'response_format.json_schema.name': expected "
+           f"1 to 64 letters, digits, '_' or '-', but got {ascii(name[:80])}.", "invalid_value")
+    schema = spec.get("schema")
+    if schema is None:  # OpenAI's schema is optional: then any JSON object
+        return ResponseFormat("json_object", name=name)
+    _check(isinstance(schema, (dict, bool)), "response_format", "Invalid 'response_format.json_schema.schema': "
+           f"expected an object, but got {_json_type(schema)}.", "invalid_value")
+    strict = _read(spec, "strict", _as_bool, False, within="response_format.json_schema")
+    return ResponseFormat("json_schema", schema, name, strict)
 
 
 def _max_tokens(body: dict, names: tuple[str, ...]) -> int | None:

@@ -222,7 +222,9 @@ CHAT_400 = [
     ({"stream": False, "stream_options": {"include_usage": True}}, "stream_options"),
     ({"tools": [{"type": "function", "function": {"name": "f"}}]}, "tools"),
     ({"functions": [{"name": "f"}]}, "functions"),
-    ({"response_format": {"type": "json_object"}}, "response_format"),
+    ({"response_format": {"type": "yaml"}}, "response_format"),
+    ({"response_format": {"type": "json_schema", "json_schema": {"name": "a b"}}}, "response_format"),
+    ({"response_format": {"type": "json_schema", "json_schema": {"name": "n", "schema": 3}}}, "response_format"),
     ({"logit_bias": {"5": 101}}, "logit_bias"), ({"logit_bias": {"5": -100.5}}, "logit_bias"),
     ({"logit_bias": {"-5": 1}}, "logit_bias"), ({"logit_bias": {"abc": 1}}, "logit_bias"),
     ({"logit_bias": {"1e3": 1}}, "logit_bias"), ({"logit_bias": {"²": 1}}, "logit_bias"),
@@ -242,9 +244,19 @@ def test_chat_invalid_value_is_400(fields, param):
     assert_openai_shape(error)
 
 
-@pytest.mark.parametrize("name", ["tools", "functions", "response_format", "n"])
+def test_response_formats_are_read():
+    assert parse_chat(chat(response_format={"type": "text"})).options.response_format is None
+    assert parse_chat(chat(response_format={"type": "json_object"})).options.response_format.kind == "json_object"
+    spec = {"name": "person", "schema": {"type": "object"}, "strict": True}
+    fmt = parse_chat(chat(response_format={"type": "json_schema", "json_schema": spec})).options.response_format
+    assert (fmt.kind, fmt.schema, fmt.name, fmt.strict) == ("json_schema", {"type": "object"}, "person", True)
+    no_schema = {"type": "json_schema", "json_schema": {"name": "any"}}  # OpenAI's schema is optional
+    assert parse_chat(chat(response_format=no_schema)).options.response_format.kind == "json_object"
+
+
+@pytest.mark.parametrize("name", ["tools", "functions", "n"])
 def test_unsupported_features_say_so(name):
-    value = 2 if name == "n" else [{"type": "function"}] if name != "response_format" else {"type": "json_schema"}
+    value = 2 if name == "n" else [{"type": "function"}]
     error = error_of(parse_chat, chat(**{name: value}))
     assert "supported" in error.message and error.code in ("unsupported_parameter", "unsupported_value")
 
