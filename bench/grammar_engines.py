@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from moestream.assets import default_model_path  # noqa: E402
 from moestream.engine import Engine, EngineConfig, EngineRequest, SamplingParams, json_schema_grammar  # noqa: E402
-from moestream.engine.grammar import GrammarCompiler, JSON_LAYOUT, _closed  # noqa: E402
+from moestream.engine.grammar import GrammarCompiler, JSON_LAYOUT, closed_schema  # noqa: E402
 from moestream.tokenizer import Tokenizer  # noqa: E402
 from tests.fixtures.llama_cpp import vocab_file  # noqa: E402
 from tests.server.test_structured_output import SCHEMAS  # noqa: E402
@@ -96,7 +96,7 @@ class Xgr:
         self.mask = xg.allocate_token_bitmask(1, tok.vocab_size)
 
     def compile(self, schema):
-        return self.xg.GrammarMatcher(self.compiler.compile_json_schema(json.dumps(_closed(schema)),
+        return self.xg.GrammarMatcher(self.compiler.compile_json_schema(json.dumps(closed_schema(schema)),
                                                                          max_whitespace_cnt=16))
 
     def walk(self, matcher, ids) -> float:

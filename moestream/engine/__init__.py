@@ -13,7 +13,7 @@ from ..telemetry.units import human_bytes
 from ..tokenizer import ChatTemplate, Tokenizer
 from .drafting import DRAFT_MODES
 from .generate import GenerationStats, TokenEvent
-from .grammar import Constraint, GrammarError, json_object_grammar, json_schema_grammar
+from .grammar import Constraint, GrammarError, closed_schema, json_object_grammar, json_schema_grammar
 from .llm import DEFAULT_CONTEXT_CAP, Engine, EngineConfig
 from .loader import ModelInfo, inspect_file
 from .sampling import GREEDY, SamplingParams
@@ -27,7 +27,7 @@ __all__ = [
     "CACHE_POLICIES", "DEFAULT_CONTEXT_CAP", "DEFAULT_THRESHOLDS", "DRAFT_MODES", "GREEDY", "POLICY_NAMES",
     "PREDICTORS", "PRESETS", "QTYPES", "CacheConfig", "ChatTemplate", "Constraint", "Engine", "EngineConfig",
     "EngineRequest", "GenerationStats", "GrammarError", "ModelInfo", "PrefetchSpec", "QueueFull", "SamplingParams",
-    "Scheduler", "SchedulerClosed", "StepInfo", "TokenEvent", "TokenOut", "Tokenizer", "budget_slots", "get_preset",
+    "Scheduler", "SchedulerClosed", "StepInfo", "TokenEvent", "TokenOut", "Tokenizer", "budget_slots", "closed_schema", "get_preset",
     "hit_rates", "human_bytes", "inspect_file", "json_object_grammar", "json_schema_grammar",
     "parse_bytes", "prefetch_rates", "qtype_of", "read_trace", "write_synth",
 ]

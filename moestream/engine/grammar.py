@@ -48,7 +48,7 @@ def json_schema_grammar(schema: Any, strict: bool = False) -> str:
         raise GrammarError(f"a JSON schema is an object or a boolean, not {type(schema).__name__}")
     schema = {} if schema is True else {"not": {}} if schema is False else schema
     if strict:
-        schema = _closed(schema)
+        schema = closed_schema(schema)
     return f"start: %json {json.dumps({'x-guidance': JSON_LAYOUT, **schema})}"
 
 
@@ -57,7 +57,7 @@ _SUBSCHEMA_MAPS = ("properties", "$defs", "definitions", "patternProperties")
 _SUBSCHEMAS = ("items", "not", "additionalProperties", "if", "then", "else", "contains")
 
 
-def _closed(schema: Any) -> Any:
+def closed_schema(schema: Any) -> Any:
     """A copy of `schema` where every object schema with `properties` and no `additionalProperties` gets
     `additionalProperties: false`."""
     if not isinstance(schema, dict):
@@ -67,13 +67,13 @@ def _closed(schema: Any) -> Any:
         out["additionalProperties"] = False
     for key in _SUBSCHEMA_LISTS:
         if isinstance(out.get(key), list):
-            out[key] = [_closed(s) for s in out[key]]
+            out[key] = [closed_schema(s) for s in out[key]]
     for key in _SUBSCHEMA_MAPS:
         if isinstance(out.get(key), dict):
-            out[key] = {name: _closed(s) for name, s in out[key].items()}
+            out[key] = {name: closed_schema(s) for name, s in out[key].items()}
     for key in _SUBSCHEMAS:
         if key in out:
-            out[key] = _closed(out[key])
+            out[key] = closed_schema(out[key])
     return out
 
 

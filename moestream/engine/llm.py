@@ -176,10 +176,10 @@ class Engine:
         self.scheduler.grammar = compiler
         return compiler
 
-    def encode_chat(self, messages: list[dict]) -> list[int]:
+    def encode_chat(self, messages: list[dict], **template_vars) -> list[int]:
         """Prompt ids for a conversation, through the model's chat template (message text never becomes control
-        tokens: tokenizer/prompt.py)."""
-        return encode_chat(self.tokenizer, self.template, messages)
+        tokens: tokenizer/prompt.py); `template_vars` (tools=..., enable_thinking=...) are the template's."""
+        return encode_chat(self.tokenizer, self.template, messages, **template_vars)
 
     # ---- running it ------------------------------------------------------------------------------------------
 

@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import json
 import secrets
+from dataclasses import dataclass
 from collections.abc import AsyncIterator, Awaitable
 from typing import TypeVar
 
@@ -28,17 +29,21 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from ..engine import Constraint, EngineRequest, GrammarError, json_object_grammar, json_schema_grammar
-from ..errors import MoestreamError, QueueFull, SchedulerClosed
+from ..errors import QueueFull, SchedulerClosed
 from . import protocol as P
 from .metrics import Metrics
-from .responses import Reply, chunk, usage_chunk, whole
-from .textstream import TextStream
+from .responses import OpenAIRender, Reply
+from .anthropic import AnthropicRender, error_body, parse_messages
+from .chat_output import ChatOutput
+from .chat_plan import capabilities, plan_chat
+from .toolformats import OutputParser
 from .worker import EngineWorker, Served
 
 MAX_BODY_BYTES = 4 << 20
 CLIENT_GONE = 499  # nginx's "client closed request": what a request whose client left is counted as
 DRAIN_POLL_S = 0.05
-_ENDPOINTS = frozenset(("/health", "/metrics", "/v1/models", "/v1/chat/completions", "/v1/completions"))
+_ENDPOINTS = frozenset(("/health", "/metrics", "/v1/models", "/v1/chat/completions", "/v1/completions",
+                        "/v1/messages", "/v1/messages/count_tokens"))
 T = TypeVar("T")
 
 
@@ -98,7 +103,9 @@ def create_app(worker: EngineWorker, metrics: Metrics, api_key: str | None = Non
     routes = [Route("/health", api.health), Route("/metrics", api.metrics),
               Route("/v1/models", api.models), Route("/v1/models/{model_id:path}", api.model),
               Route("/v1/chat/completions", api.chat, methods=["POST"]),
-              Route("/v1/completions", api.completions, methods=["POST"])]
+              Route("/v1/completions", api.completions, methods=["POST"]),
+              Route("/v1/messages", api.messages, methods=["POST"]),
+              Route("/v1/messages/count_tokens", api.count_tokens, methods=["POST"])]
     handlers = {P.APIError: _api_error, HTTPException: _http_error, Exception: _internal_error}
 
     @contextlib.asynccontextmanager
@@ -111,22 +118,42 @@ def create_app(worker: EngineWorker, metrics: Metrics, api_key: str | None = Non
     return ServerApp(inner, worker, metrics)
 
 
-def _error(err: P.APIError) -> Response:
-    # ASCII JSON: a message quoting odd input (a lone surrogate) still encodes
+def _error(request: Request, err: P.APIError) -> Response:
+    """The error in the shape of the API the request was for (Anthropic's under /v1/messages, else OpenAI's);
+    ASCII JSON, so that a message quoting odd input (a lone surrogate) still encodes."""
+    if request.url.path.startswith("/v1/messages"):  # Anthropic answers every invalid request with 400
+        return Response(json.dumps(error_body(err)), status_code=400 if err.status == 422 else err.status,
+                        media_type="application/json")
     return Response(json.dumps(err.body()), status_code=err.status, media_type="application/json")
 
 
 async def _api_error(request: Request, exc: P.APIError) -> Response:
-    return _error(exc)
+    return _error(request, exc)
 
 
 async def _http_error(request: Request, exc: HTTPException) -> Response:
     kind = "not_found_error" if exc.status_code == 404 else "invalid_request_error"
-    return _error(P.APIError(exc.status_code, f"{request.method} {request.url.path}: {exc.detail}", kind))
+    return _error(request, P.APIError(exc.status_code, f"{request.method} {request.url.path}: {exc.detail}", kind))
 
 
 async def _internal_error(request: Request, exc: Exception) -> Response:
-    return _error(P.APIError(500, f"internal error: {type(exc).__name__}: {exc}", "server_error"))
+    return _error(request, P.APIError(500, f"internal error: {type(exc).__name__}: {exc}", "server_error"))
+
+
+@dataclass
+class Prepared:
+    """A request ready for the engine."""
+
+    parsed: P.ChatRequest | P.CompletionRequest
+    prompt: list[int]
+    echo: str  # text completions with echo: the prompt's text, which the reply starts with
+    constraint: Constraint | None  # the grammar the output must follow
+    parser: OutputParser | None  # chat: splits reasoning and tool calls out of the text
+
+
+PARSERS = {"chat": P.parse_chat, "text": P.parse_completion, "messages": parse_messages,
+           "count_tokens": lambda body: parse_messages(body, counting=True)}
+RENDERERS = {"chat": OpenAIRender, "text": OpenAIRender, "messages": AnthropicRender}
 
 
 class _Api:
@@ -163,25 +190,39 @@ class _Api:
     async def completions(self, request: Request) -> Response:
         return await self._complete(request, "text")
 
-    async def _complete(self, request: Request, kind: str) -> Response:
-        served = self._served(request)
+    async def messages(self, request: Request) -> Response:
+        return await self._complete(request, "messages")
+
+    async def count_tokens(self, request: Request) -> JSONResponse:
+        served = self._served(request, "messages")
         raw = await self._read_body(request)
-        parsed, prompt, echo, constraint = await self._prepare(raw, served, kind)
-        ereq = self._engine_request(parsed.options, prompt, served, constraint)
-        reply = Reply(kind, served.model_id, len(prompt))
+        prep = await self._prepare(raw, served, "count_tokens")
+        return JSONResponse({"input_tokens": len(prep.prompt)})
+
+    async def _complete(self, request: Request, kind: str) -> Response:
+        """Every generating endpoint: parse and plan the request off the event loop, run it through the engine,
+        and answer whole or as server-sent events in `kind`'s API (`render`)."""
+        served = self._served(request, kind)
+        raw = await self._read_body(request)
+        prep = await self._prepare(raw, served, kind)
+        opt = prep.parsed.options
+        ereq = self._engine_request(opt, prep.prompt, served, prep.constraint)
+        reply = Reply("text" if kind == "text" else "chat", served.model_id, len(prep.prompt))
+        output = ChatOutput(served.tokenizer, opt.stop, prep.parser)
+        render = RENDERERS[kind](reply, prep, served.tokenizer)
         try:
-            if parsed.options.stream:
-                return await self._stream(request, reply, parsed.options, served, ereq, echo)
-            work = self._collect(reply, parsed.options, served, self.worker.stream(ereq), echo)
+            if opt.stream:
+                return await self._stream(request, reply, ereq, output, render)
+            work = self._collect(reply, self.worker.stream(ereq), output)
             result = await _unless_disconnected(request, work)
         except QueueFull:
             raise P.overloaded() from None
         except SchedulerClosed:
             raise P.unavailable("shutting down") from None
-        return Response(status_code=CLIENT_GONE) if result is None else JSONResponse(result)
+        return Response(status_code=CLIENT_GONE) if result is None else JSONResponse(render.whole())
 
-    async def _stream(self, request: Request, reply: Reply, opt: P.GenerationOptions, served: Served,
-                      ereq: EngineRequest, echo: str) -> Response:
+    async def _stream(self, request: Request, reply: Reply, ereq: EngineRequest, output: ChatOutput,
+                      render) -> Response:
         events = self.worker.stream(ereq)
         first = await _unless_disconnected(request, anext(events))  # QueueFull surfaces here, before the 200
         if first is None or first.finish_reason in ("error", "cancelled"):
@@ -189,22 +230,26 @@ class _Api:
             if first is None:
                 return Response(status_code=CLIENT_GONE)
             raise _engine_error(first)  # nothing sent yet: a plain error reply rather than a stream of one
-        gen = self._sse(reply, opt, served, events, first, echo, ereq)
+        gen = self._sse(reply, events, first, ereq, output, render)
         return StreamingResponse(gen, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
 
-    def _served(self, request: Request) -> Served:
-        self._check_key(request)
+    def _served(self, request: Request, kind: str = "") -> Served:
+        self._check_key(request, kind)
         if self.worker.load_error:
             raise P.unavailable(f"the model failed to load: {self.worker.load_error}")
         if not self.worker.ready:
             raise P.unavailable("shutting down" if self.worker.closing else "the model is still loading")
         return self.worker.served
 
-    def _check_key(self, request: Request) -> None:
+    def _check_key(self, request: Request, kind: str) -> None:
+        """OpenAI's clients send `Authorization: Bearer KEY`, Anthropic's `x-api-key: KEY` (either is taken on the
+        Messages endpoints, as proxies in front of them mix the two)."""
         if self.api_key is None:
             return
         auth = request.headers.get("authorization", "")
         given = auth[7:].strip() if auth.lower().startswith("bearer ") else ""
+        if kind in ("messages", "count_tokens") and not given:
+            given = request.headers.get("x-api-key", "").strip()
         if not secrets.compare_digest(given.encode(), self.api_key.encode()):
             raise P.unauthorized()
 
@@ -226,29 +271,29 @@ class _Api:
         finally:
             self.m.preparing.dec()
 
-    def _parse_and_encode(self, raw: bytes, served: Served, kind: str) -> tuple:
-        """(the parsed request, prompt ids, text to echo, the output's grammar or None); a worker thread."""
+    def _parse_and_encode(self, raw: bytes, served: Served, kind: str) -> Prepared:
+        """A worker thread."""
         body = _decode_json(raw)
-        parsed = P.parse_chat(body) if kind == "chat" else P.parse_completion(body)
+        parsed = PARSERS[kind](body)
         if not self._known_model(parsed.model, served):
             raise P.model_not_found(parsed.model)
         _check_logit_bias(parsed.options.sampling.logit_bias, served)
-        return (parsed, *self._prompt(parsed, served, kind), _constraint(parsed.options.response_format, served))
+        if kind != "text":
+            plan = plan_chat(parsed, served.engine)
+            self._check_context(len(plan.prompt), served, "messages")
+            constraint = plan.constraint or _constraint(parsed.options.response_format, served)
+            return Prepared(parsed, plan.prompt, "", constraint, plan.parser)
+        prompt, echo = self._prompt(parsed, served)
+        return Prepared(parsed, prompt, echo, _constraint(parsed.options.response_format, served), None)
 
     @staticmethod
     def _known_model(name: str, served: Served) -> bool:
         return name in (served.model_id, served.engine.path.name, str(served.engine.path))
 
-    def _prompt(self, parsed, served: Served, kind: str) -> tuple[list[int], str]:
-        """Prompt token ids, and the prompt text to echo (completions with echo only)."""
+    def _prompt(self, parsed: P.CompletionRequest, served: Served) -> tuple[list[int], str]:
+        """A completion's prompt token ids, and the prompt text to echo (with echo only)."""
         tok = served.tokenizer
-        if kind == "chat":
-            try:  # message content is text: control tokens come from the template only (no turn injection)
-                ids = served.engine.encode_chat(list(parsed.messages))
-            except MoestreamError as exc:
-                raise P.APIError(400, f"cannot apply the chat template: {exc}", param="messages") from None
-            echo = ""
-        elif isinstance(parsed.prompt, str):
+        if isinstance(parsed.prompt, str):
             # a prompt string is plain text too, as in OpenAI's API; token-id prompts can hold control tokens
             ids, echo = tok.encode(parsed.prompt, add_bos=None, parse_special=False), parsed.prompt
         else:
@@ -257,8 +302,8 @@ class _Api:
                 raise P.APIError(400, f"token id {max(ids)} is outside the vocabulary ({tok.vocab_size})",
                                  param="prompt")
             echo = tok.decode(ids)
-        self._check_context(len(ids), served, "messages" if kind == "chat" else "prompt")
-        return ids, (echo if kind == "text" and parsed.echo else "")
+        self._check_context(len(ids), served, "prompt")
+        return ids, (echo if parsed.echo else "")
 
     @staticmethod
     def _check_context(n: int, served: Served, param: str) -> None:
@@ -281,64 +326,55 @@ class _Api:
 
     # ---- producing the reply ---------------------------------------------------------------------------------
 
-    async def _collect(self, reply: Reply, opt: P.GenerationOptions, served: Served,
-                       events: AsyncIterator, echo: str) -> dict:
-        text = TextStream(served.tokenizer, opt.stop)
-        parts = [echo]
+    async def _collect(self, reply: Reply, events: AsyncIterator, output: ChatOutput) -> Reply:
         try:
             async for ev in events:
-                parts.append(self._absorb(reply, ev, text))
+                reply.parts.absorb(self._absorb(reply, ev, output))
                 if reply.finish_reason:
                     break
         finally:
             await events.aclose()  # a stop string ended it early: cancel the rest
-        reply.text = "".join(parts)
-        return whole(reply, served.tokenizer, opt.logprobs, len(echo))
+        return reply
 
-    async def _sse(self, reply: Reply, opt: P.GenerationOptions, served: Served, events: AsyncIterator,
-                   first, echo: str, ereq: EngineRequest) -> AsyncIterator[bytes]:
-        text, tok = TextStream(served.tokenizer, opt.stop), served.tokenizer
+    async def _sse(self, reply: Reply, events: AsyncIterator, first, ereq: EngineRequest, output: ChatOutput,
+                   render) -> AsyncIterator[bytes]:
         try:
-            if reply.kind == "chat" or echo:
-                yield _sse(chunk(reply, echo, tok, first=True))
+            for frame in render.start():
+                yield frame
             ev = first
             while ev is not None:
-                piece = self._absorb(reply, ev, text)
-                token_events = [ev] if opt.logprobs and ev.token is not None else None
-                if piece or token_events:
-                    yield _sse(chunk(reply, piece, tok, token_events))
+                parsed = self._absorb(reply, ev, output)
+                reply.parts.absorb(parsed)
+                for frame in render.events(parsed, [ev] if ev.token is not None else []):
+                    yield frame
                 if reply.finish_reason:
                     break
                 ev = await anext(events, None)
-            yield _sse(chunk(reply, None, tok, finish_reason=reply.finish_reason))
-            if opt.include_usage:
-                yield _sse(usage_chunk(reply))
-            yield b"data: [DONE]\n\n"
+            for frame in render.end():
+                yield frame
         except P.APIError as err:  # the engine failed mid-stream: say so in the stream, then end it
-            yield _sse(err.body())
-            yield b"data: [DONE]\n\n"
+            for frame in render.error(err):
+                yield frame
         finally:
             self.worker.scheduler.cancel(ereq)  # the client left early, or we are done: free the slot
 
-    def _absorb(self, reply: Reply, ev, text: TextStream) -> str:
-        """Account one engine event into `reply`; returns the text it adds."""
+    def _absorb(self, reply: Reply, ev, output: ChatOutput) -> list:
+        """Account one engine event into `reply`; returns the output events (content, reasoning, calls) it adds."""
         if ev.finish_reason in ("error", "cancelled"):
             raise _engine_error(ev)
-        piece = ""
+        parsed = []
         if ev.token is not None:
             reply.completion_tokens += 1
             self.m.on_token()
-            piece = text.push(ev.token)
+            parsed = output.push(ev.token)
             if ev.logprob is not None:
                 reply.logprobs.append(ev)
-        if text.stopped:
-            reply.finish_reason = "stop"
-        elif ev.finish_reason:
-            reply.finish_reason = ev.finish_reason
-            piece += text.flush()
-        if reply.finish_reason:
+        if output.stopped or ev.finish_reason:
+            parsed += output.flush()
+            reply.finish_reason = "stop" if output.stopped else ev.finish_reason
+            reply.stopped_by = output.stopped_by
             self.m.prompt_tokens.inc(reply.prompt_tokens)
-        return piece
+        return parsed
 
 
 def _engine_error(ev) -> P.APIError:
@@ -397,9 +433,6 @@ async def _disconnect(request: Request) -> None:
         pass
 
 
-def _sse(obj: dict) -> bytes:
-    return b"data: " + json.dumps(obj, ensure_ascii=False).encode() + b"\n\n"
-
-
 def _model_card(served: Served) -> dict:
-    return {"id": served.model_id, "object": "model", "created": served.created, "owned_by": "moestream"}
+    return {"id": served.model_id, "object": "model", "created": served.created, "owned_by": "moestream",
+            "context_length": served.context_length, "capabilities": capabilities(served.engine)}

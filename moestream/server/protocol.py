@@ -10,29 +10,32 @@ Unicode text (it cannot be encoded as UTF-8), so it is a 400 naming the field, n
 
 from __future__ import annotations
 
-import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from ..engine import SamplingParams
 from ..errors import ConfigError
-
-
-class APIError(Exception):
-    """An error answered to an HTTP client; `body()` is OpenAI's shape, so its clients raise their usual exceptions."""
-
-    def __init__(self, status: int, message: str, type: str = "invalid_request_error", param: str | None = None,
-                 code: str | None = None):
-        super().__init__(message)
-        self.status, self.message, self.type, self.param, self.code = status, message, type, param, code
-
-    def body(self) -> dict:
-        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+from .fields import APIError
+from .fields import as_bool as _as_bool
+from .fields import as_int as _as_int
+from .fields import as_number as _as_number
+from .fields import as_object as _as_object
+from .fields import as_str as _as_str
+from .fields import body_object as _object
+from .fields import bounded as _bounded
+from .fields import ensure as _check
+from .fields import json_type as _json_type
+from .fields import of_type as _of_type
+from .fields import read as _read
+from .fields import required as _required
+from .fields import type_error as _type_error
+from .tool_protocol import ToolRequest, assistant_calls, parse_tools, tool_result
 
 
 def unauthorized() -> APIError:
-    return APIError(401, "Incorrect or missing API key. Send the server's key as 'Authorization: Bearer <key>'.",
+    return APIError(401, "Incorrect or missing API key. Send the server's key as 'Authorization: Bearer <key>' (or "
+                    "as 'x-api-key: <key>' to /v1/messages).",
                     type="authentication_error", code="invalid_api_key")
 
 
@@ -87,8 +90,10 @@ class ResponseFormat:
 @dataclass(frozen=True)
 class ChatRequest:
     model: str
-    messages: tuple[dict, ...]  # each {"role": "system" | "user" | "assistant", "content": str}
+    messages: tuple[dict, ...]  # {"role": "system" | "user" | "assistant" | "tool", "content": str, ...}
     options: GenerationOptions
+    tools: ToolRequest | None = None
+    template_kwargs: dict = field(default_factory=dict)  # extra chat-template variables (enable_thinking, ...)
 
 
 @dataclass(frozen=True)
@@ -104,7 +109,8 @@ def parse_chat(body: object) -> ChatRequest:
     model, messages = _required(body, "model", _as_str), _messages(body)
     _refuse_unsupported(body)
     max_tokens = _max_tokens(body, ("max_completion_tokens", "max_tokens"))
-    return ChatRequest(model, messages, _options(body, max_tokens, _chat_logprobs(body)))
+    return ChatRequest(model, messages, _options(body, max_tokens, _chat_logprobs(body)), parse_tools(body),
+                       _template_kwargs(body))
 
 
 def parse_completion(body: object) -> CompletionRequest:
@@ -118,116 +124,15 @@ def parse_completion(body: object) -> CompletionRequest:
     return CompletionRequest(model, prompt, _read(body, "echo", _as_bool, False), options)
 
 
-# --- errors ----------------------------------------------------------------------------------------------------------
-
-def _field(label: str) -> str:
-    # 'messages[1].content' -> 'messages': param stays the top-level field, the message keeps the exact place
-    return re.match(r"[^.\[]*", label).group()
-
-
-def _type_error(label: str, expected: str, value: object) -> APIError:
-    message = f"Invalid type for '{label}': expected {expected}, but got {_json_type(value)} instead."
-    return APIError(422, message, param=_field(label), code="invalid_type")
-
-
-def _json_type(value: object) -> str:
-    names = {type(None): "null", bool: "a boolean", int: "an integer", float: "a number", str: "a string",
-             list: "an array", dict: "an object"}
-    return names.get(type(value), type(value).__name__)
-
-
-def _check(ok: object, label: str, message: str, code: str | None = None) -> None:
-    if not ok:
-        raise APIError(400, message, param=_field(label), code=code)
-
-
-def _object(body: object) -> dict:
-    if not isinstance(body, dict):
-        raise APIError(400, f"The request body must be a JSON object, but got {_json_type(body)}.")
-    return body
-
-
-# --- typed field reads -----------------------------------------------------------------------------------------------
-
-def _required(obj: dict, name: str, check: Callable | None = None, within: str = "") -> Any:
-    label = f"{within}.{name}" if within else name
-    if obj.get(name) is None:
-        raise APIError(422, f"Missing required parameter: '{label}'.", param=_field(label),
-                       code="missing_required_parameter")
-    return check(obj[name], label) if check else obj[name]
-
-
-def _read(obj: dict, name: str, check: Callable, default: Any = None, within: str = "") -> Any:
-    value = obj.get(name)
-    return default if value is None else check(value, f"{within}.{name}" if within else name)
-
-
-def _as_int(value: object, label: str) -> int:
-    # JSON has one number type and some clients write 16.0: an integral float is taken as the int it names
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise _type_error(label, "an integer", value)
-    return value
-
-
-def _as_number(value: object, label: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise _type_error(label, "a number", value)
-    # Python's json module decodes NaN and Infinity, which would slip past every range check
-    _check(isinstance(value, int) or math.isfinite(value), label, f"Invalid '{label}': expected a finite number.")
-    return value
-
-
-def _of_type(kind: type, expected: str) -> Callable:
-    def check(value: object, label: str) -> Any:
-        if not isinstance(value, kind):
-            raise _type_error(label, expected, value)
-        return value
-    return check
-
-
-_as_bool, _as_object = _of_type(bool, "a boolean"), _of_type(dict, "an object")
-
-
-def _as_str(value: object, label: str) -> str:
-    if not isinstance(value, str):
-        raise _type_error(label, "a string", value)
-    _check(_is_unicode(value), label, f"Invalid '{label}': the text holds a lone UTF-16 surrogate (an unpaired "
-           "escape such as \\ud800), which is not Unicode text.", "invalid_value")
-    return value
-
-
-def _is_unicode(text: str) -> bool:
-    if text.isascii():
-        return True
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
-def _bounded(body: dict, name: str, check: Callable, default: Any, within: Callable, rule: str) -> Any:
-    value = _read(body, name, check, default)
-    _check(value is None or within(value), name, f"Invalid '{name}': expected {rule}, but got {value} instead.")
-    return value
-
-
 # --- fields shared by both endpoints ---------------------------------------------------------------------------------
 
 def _refuse_unsupported(body: dict) -> None:
     # these change what the answer means, so ignoring them would silently answer a different request
     _check(_read(body, "n", _as_int, 1) == 1, "n", "Only n=1 is supported (one choice per request).",
            "unsupported_value")
-    for name in ("tools", "functions"):
-        _check(_asks_nothing(name, body.get(name)), name, f"'{name}' is not supported by this server.",
-               "unsupported_parameter")
-
-
-def _asks_nothing(name: str, value: object) -> bool:
-    # clients that fill request templates send an empty tool list or the plain-text format: both ask for what we do
-    return value is None or value == [] or (name == "response_format" and value == {"type": "text"})
+    # the legacy form of tools (2023): clients that fill request templates may send an empty list
+    _check(body.get("functions") in (None, []), "functions", "'functions' is not supported by this server; send "
+           "'tools' instead.", "unsupported_parameter")
 
 
 def _options(body: dict, max_tokens: int | None, logprobs: tuple[bool, int]) -> GenerationOptions:
@@ -327,25 +232,51 @@ def _include_usage(body: dict, stream: bool) -> bool:
 
 # --- chat ------------------------------------------------------------------------------------------------------------
 
-_ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
+_ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant", "tool": "tool"}
+_REASONING_EFFORTS = ("minimal", "low", "medium", "high")
 
 
 def _messages(body: dict) -> tuple[dict, ...]:
     messages = _required(body, "messages", _of_type(list, "an array of messages"))
     _check(messages, "messages", "Invalid 'messages': expected at least one message, but got an empty array.")
-    return tuple(_message(message, f"messages[{i}]") for i, message in enumerate(messages))
+    calls: dict[str, str] = {}  # tool-call id -> function name, of the calls made so far
+    return tuple(_message(message, f"messages[{i}]", calls) for i, message in enumerate(messages))
 
 
-def _message(message: object, label: str) -> dict:
+def _message(message: object, label: str, calls: dict[str, str]) -> dict:
     _as_object(message, label)
     role = _required(message, "role", _as_str, within=label)
     _check(role in _ROLES, label, f"Invalid '{label}.role': {role!r} is not supported; expected one of "
-           "'system', 'developer', 'user', 'assistant'.", "unsupported_value")
-    return {"role": _ROLES[role], "content": _content(message, label, role)}
+           "'system', 'developer', 'user', 'assistant', 'tool'.", "unsupported_value")
+    out = {"role": _ROLES[role], "content": _content(message, label, role)}
+    if role == "assistant":
+        tool_calls = assistant_calls(message, label)
+        calls.update((call["id"], call["function"]["name"]) for call in tool_calls)
+        out.update({"tool_calls": tool_calls} if tool_calls else {})
+        reasoning = _read(message, "reasoning_content", _as_str, within=label)
+        out.update({"reasoning_content": reasoning} if reasoning else {})
+    elif role == "tool":
+        out.update(tool_result(message, label, calls))
+    return out
+
+
+def _template_kwargs(body: dict) -> dict:
+    """`chat_template_kwargs` (vLLM's and llama.cpp's: e.g. enable_thinking) and OpenAI's `reasoning_effort`, which
+    gpt-oss's template reads; both become template variables."""
+    kwargs = dict(_read(body, "chat_template_kwargs", _as_object, {}))
+    for key in ("messages", "tools", "add_generation_prompt", "bos_token", "eos_token"):
+        _check(key not in kwargs, "chat_template_kwargs", f"Invalid 'chat_template_kwargs': {key!r} is set by the "
+               "server, not by the request.", "invalid_value")
+    effort = _read(body, "reasoning_effort", _as_str)
+    if effort is not None:
+        _check(effort in _REASONING_EFFORTS, "reasoning_effort", f"Invalid 'reasoning_effort': {effort!r} is not "
+               "one of 'minimal', 'low', 'medium', 'high'.", "invalid_value")
+        kwargs["reasoning_effort"] = effort
+    return kwargs
 
 
 def _content(message: dict, label: str, role: str) -> str:
-    # an assistant turn that only carried tool calls has no content; tools are refused, so it reads as empty
+    # an assistant turn that only carried tool calls has no content
     if message.get("content") is None and role == "assistant":
         return ""
     content = _required(message, "content", within=label)

@@ -7,11 +7,12 @@ from ..engine import Tokenizer
 
 
 class TextStream:
-    def __init__(self, tokenizer: Tokenizer, stops: tuple[str, ...] = ()):
-        self.decoder = tokenizer.stream()
+    def __init__(self, tokenizer: Tokenizer, stops: tuple[str, ...] = (), skip_special: bool = True):
+        self.decoder = tokenizer.stream(skip_special=skip_special)
         self.stops = stops
         self.pending = ""  # decoded, not yet emitted (a possible stop-string prefix)
         self.stopped = False
+        self.stopped_by: str | None = None  # the stop string that ended the text
 
     def push(self, token: int) -> str:
         """Text to emit after this token ('' while undecided); sets `stopped` when a stop string appeared."""
@@ -30,12 +31,18 @@ class TextStream:
             return ""
         text, self.pending = self.pending + self.decoder.flush(), ""
         cut = self._first_stop(text)
-        return text if cut is None else text[:cut]
+        if cut is None:
+            return text
+        self.stopped = True  # the decoder's last bytes completed a stop string
+        return text[:cut]
 
     def _first_stop(self, text: str | None = None) -> int | None:
         text = self.pending if text is None else text
-        hits = [i for i in (text.find(s) for s in self.stops) if i >= 0]
-        return min(hits) if hits else None
+        hits = [(i, s) for i, s in ((text.find(s), s) for s in self.stops) if i >= 0]
+        if not hits:
+            return None
+        cut, self.stopped_by = min(hits)
+        return cut
 
     def _held_back(self) -> int:
         """Length of the longest tail of `pending` that is a proper prefix of some stop string."""

@@ -13,7 +13,7 @@ import torch
 
 from moestream.assets import default_model_path
 from moestream.engine import Engine, EngineConfig, EngineRequest, GrammarError, SamplingParams, json_schema_grammar
-from moestream.engine.grammar import GrammarCompiler, _closed, apply_mask
+from moestream.engine.grammar import GrammarCompiler, closed_schema, apply_mask
 from moestream.tokenizer import Tokenizer
 
 SCHEMA = {"type": "object", "properties": {"n": {"type": "integer", "minimum": 0, "maximum": 99},
@@ -109,7 +109,7 @@ def test_strict_closes_objects_at_every_depth():
                                                "y": {"type": "array", "items": {"properties": {"b": {}}}},
                                                "z": {"anyOf": [{"properties": {}}, {"type": "null"}]}},
               "additionalProperties": True}
-    closed = _closed(schema)
+    closed = closed_schema(schema)
     assert closed["additionalProperties"] is True  # said outright: kept
     assert closed["$defs"]["p"]["additionalProperties"] is False
     assert closed["properties"]["y"]["items"]["additionalProperties"] is False

@@ -48,7 +48,11 @@ def metrics(server) -> dict[str, float]:
 
 def test_models_lists_the_served_file(client):
     assert [m.id for m in client.models.list().data] == [MODEL]
-    assert client.models.retrieve(MODEL).id == MODEL
+    card = client.models.retrieve(MODEL)
+    assert card.id == MODEL
+    assert card.context_length == 256  # the embedded model's own
+    assert card.capabilities == {"tools": True, "tool_format": "hermes (system prompt)", "reasoning": False,
+                                 "structured_output": True}
 
 
 def test_greedy_completion_equals_moestream_generate(client):

@@ -214,13 +214,14 @@ CHAT_400 = [
     ({"logprobs": True, "top_logprobs": -1}, "top_logprobs"), ({"top_logprobs": 2}, "top_logprobs"),
     ({"logprobs": False, "top_logprobs": 2}, "top_logprobs"), ({"messages": []}, "messages"),
     ({"stop": ["a", "b", "c", "d", "e"]}, "stop"), ({"stop": ""}, "stop"), ({"stop": ["a", ""]}, "stop"),
-    ({"messages": [{"role": "tool", "content": "x"}]}, "messages"),
+    ({"messages": [{"role": "tool", "content": "x", "tool_call_id": "call_1"}]}, "messages"),
     ({"messages": [{"role": "function", "content": "x"}]}, "messages"),
     ({"messages": [{"role": "robot", "content": "x"}]}, "messages"),
     ({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]}, "messages"),
     ({"stream_options": {"include_usage": True}}, "stream_options"),
     ({"stream": False, "stream_options": {"include_usage": True}}, "stream_options"),
-    ({"tools": [{"type": "function", "function": {"name": "f"}}]}, "tools"),
+    ({"tools": [{"type": "function", "function": {"name": "no spaces"}}]}, "tools"),
+    ({"tools": [{"type": "retrieval"}]}, "tools"), ({"tool_choice": "required"}, "tool_choice"),
     ({"functions": [{"name": "f"}]}, "functions"),
     ({"response_format": {"type": "yaml"}}, "response_format"),
     ({"response_format": {"type": "json_schema", "json_schema": {"name": "a b"}}}, "response_format"),
@@ -254,7 +255,7 @@ def test_response_formats_are_read():
     assert parse_chat(chat(response_format=no_schema)).options.response_format.kind == "json_object"
 
 
-@pytest.mark.parametrize("name", ["tools", "functions", "n"])
+@pytest.mark.parametrize("name", ["functions", "n"])
 def test_unsupported_features_say_so(name):
     value = 2 if name == "n" else [{"type": "function"}]
     error = error_of(parse_chat, chat(**{name: value}))
