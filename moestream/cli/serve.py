@@ -18,6 +18,9 @@ from .options import (add_batch_flags, add_cache_flags, add_draft_flags, add_mod
                       model_path)
 
 
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("serve", help="OpenAI-compatible HTTP server (chat, completions, models, metrics)")
     add_model_flag(p)
@@ -28,6 +31,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_batch_flags(p)
     p.add_argument("--shutdown-grace", type=float, default=10.0, metavar="S",
                    help="on SIGTERM, seconds to let running requests finish; new ones get 503 (default %(default)s)")
+    p.add_argument("--ui", action=argparse.BooleanOptionalAction, default=None,
+                   help="serve the chat page at / (default: on when bound to this machine only)")
     add_cache_flags(p)
     add_draft_flags(p)
     p.set_defaults(run=run)
@@ -42,7 +47,8 @@ def run(args: argparse.Namespace) -> int:
     metrics = Metrics()
     worker = EngineWorker(lambda: Engine.open(path, config), Path(path).stem, metrics,
                           on_ready=lambda served: _say_ready(served, config.max_batch))
-    app = create_app(worker, metrics, args.api_key, MAX_BODY_BYTES)
+    ui = args.ui if args.ui is not None else args.host in LOOPBACK
+    app = create_app(worker, metrics, args.api_key, MAX_BODY_BYTES, ui=ui)
     sock = _listen(args.host, args.port)  # bound here: a clear error if taken, and port 0 gets a real port
     host, port = sock.getsockname()[:2]
     print(f"moestream: serving {Path(path).name} on http://{host}:{port}/v1 (loading; GET /health says when ready)",
@@ -74,6 +80,6 @@ def _say_ready(served: Served, max_batch: int) -> None:
 def _check(args: argparse.Namespace) -> None:
     if not 0 <= args.port <= 65535:
         raise ConfigError(f"--port must be in 0..65535, got {args.port}")
-    if args.host not in ("127.0.0.1", "localhost", "::1") and not args.api_key:
+    if args.host not in LOOPBACK and not args.api_key:
         print(f"moestream: warning: serving on {args.host} without --api-key: anyone who can reach it can use it",
               file=sys.stderr)

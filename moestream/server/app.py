@@ -18,6 +18,7 @@ import contextlib
 import json
 import secrets
 from dataclasses import dataclass
+from pathlib import Path
 from collections.abc import AsyncIterator, Awaitable
 from typing import TypeVar
 
@@ -25,8 +26,9 @@ from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
-from starlette.routing import Route
+from starlette.responses import FileResponse, JSONResponse, Response, StreamingResponse
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
 
 from ..engine import Constraint, EngineRequest, GrammarError, json_object_grammar, json_schema_grammar
 from ..errors import QueueFull, SchedulerClosed
@@ -42,7 +44,7 @@ from .worker import EngineWorker, Served
 MAX_BODY_BYTES = 4 << 20
 CLIENT_GONE = 499  # nginx's "client closed request": what a request whose client left is counted as
 DRAIN_POLL_S = 0.05
-_ENDPOINTS = frozenset(("/health", "/metrics", "/v1/models", "/v1/chat/completions", "/v1/completions",
+_ENDPOINTS = frozenset(("/", "/health", "/metrics", "/v1/models", "/v1/chat/completions", "/v1/completions",
                         "/v1/messages", "/v1/messages/count_tokens"))
 T = TypeVar("T")
 
@@ -94,11 +96,14 @@ def _endpoint(path: str) -> str:
     # a fixed set of label values: a client sending random paths must not grow the metrics
     if path in _ENDPOINTS:
         return path
+    if path.startswith("/static/"):
+        return "/static"
     return "/v1/models/{model_id}" if path.startswith("/v1/models/") else "other"
 
 
 def create_app(worker: EngineWorker, metrics: Metrics, api_key: str | None = None,
-               max_body: int = MAX_BODY_BYTES) -> ServerApp:
+               max_body: int = MAX_BODY_BYTES, ui: bool = False) -> ServerApp:
+    """ui: serve the chat page (server/static/, no build step, nothing fetched from elsewhere) at /."""
     api = _Api(worker, metrics, api_key, max_body)
     routes = [Route("/health", api.health), Route("/metrics", api.metrics),
               Route("/v1/models", api.models), Route("/v1/models/{model_id:path}", api.model),
@@ -106,6 +111,8 @@ def create_app(worker: EngineWorker, metrics: Metrics, api_key: str | None = Non
               Route("/v1/completions", api.completions, methods=["POST"]),
               Route("/v1/messages", api.messages, methods=["POST"]),
               Route("/v1/messages/count_tokens", api.count_tokens, methods=["POST"])]
+    if ui:
+        routes += [Route("/", _chat_page), Mount("/static", StaticFiles(directory=STATIC_DIR), name="static")]
     handlers = {P.APIError: _api_error, HTTPException: _http_error, Exception: _internal_error}
 
     @contextlib.asynccontextmanager
@@ -116,6 +123,13 @@ def create_app(worker: EngineWorker, metrics: Metrics, api_key: str | None = Non
 
     inner = Starlette(routes=routes, exception_handlers=handlers, lifespan=lifespan)
     return ServerApp(inner, worker, metrics)
+
+
+STATIC_DIR = Path(__file__).parent / "static"
+
+
+async def _chat_page(request: Request) -> Response:
+    return FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
 
 
 def _error(request: Request, err: P.APIError) -> Response:
