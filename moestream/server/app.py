@@ -38,6 +38,7 @@ from .responses import OpenAIRender, Reply
 from .anthropic import AnthropicRender, error_body, parse_messages
 from .chat_output import ChatOutput
 from .chat_plan import capabilities, plan_chat
+from .openai_responses import ResponsesRender, parse_response_request
 from .toolformats import OutputParser
 from .worker import EngineWorker, Served
 
@@ -45,7 +46,7 @@ MAX_BODY_BYTES = 4 << 20
 CLIENT_GONE = 499  # nginx's "client closed request": what a request whose client left is counted as
 DRAIN_POLL_S = 0.05
 _ENDPOINTS = frozenset(("/", "/health", "/metrics", "/v1/models", "/v1/chat/completions", "/v1/completions",
-                        "/v1/messages", "/v1/messages/count_tokens"))
+                        "/v1/responses", "/v1/messages", "/v1/messages/count_tokens"))
 T = TypeVar("T")
 
 
@@ -109,6 +110,7 @@ def create_app(worker: EngineWorker, metrics: Metrics, api_key: str | None = Non
               Route("/v1/models", api.models), Route("/v1/models/{model_id:path}", api.model),
               Route("/v1/chat/completions", api.chat, methods=["POST"]),
               Route("/v1/completions", api.completions, methods=["POST"]),
+              Route("/v1/responses", api.responses, methods=["POST"]),
               Route("/v1/messages", api.messages, methods=["POST"]),
               Route("/v1/messages/count_tokens", api.count_tokens, methods=["POST"])]
     if ui:
@@ -166,8 +168,8 @@ class Prepared:
 
 
 PARSERS = {"chat": P.parse_chat, "text": P.parse_completion, "messages": parse_messages,
-           "count_tokens": lambda body: parse_messages(body, counting=True)}
-RENDERERS = {"chat": OpenAIRender, "text": OpenAIRender, "messages": AnthropicRender}
+           "count_tokens": lambda body: parse_messages(body, counting=True), "responses": parse_response_request}
+RENDERERS = {"chat": OpenAIRender, "text": OpenAIRender, "messages": AnthropicRender, "responses": ResponsesRender}
 
 
 class _Api:
@@ -203,6 +205,9 @@ class _Api:
 
     async def completions(self, request: Request) -> Response:
         return await self._complete(request, "text")
+
+    async def responses(self, request: Request) -> Response:
+        return await self._complete(request, "responses")
 
     async def messages(self, request: Request) -> Response:
         return await self._complete(request, "messages")

@@ -147,25 +147,28 @@ _SCHEMA_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 def _response_format(body: dict) -> ResponseFormat | None:
     fmt = _read(body, "response_format", _as_object)
-    if fmt is None:
-        return None
-    kind = _required(fmt, "type", _as_str, within="response_format")
+    return None if fmt is None else response_format_of(fmt)
+
+
+def response_format_of(fmt: dict, label: str = "response_format") -> ResponseFormat | None:
+    """`response_format` (or the Responses API's `text.format`, given the same shape) -> what it asks for."""
+    kind = _required(fmt, "type", _as_str, within=label)
     if kind == "text":
         return None
     if kind == "json_object":
         return ResponseFormat("json_object")
-    _check(kind == "json_schema", "response_format", f"Invalid 'response_format.type': {kind!r} is not one of "
+    _check(kind == "json_schema", label, f"Invalid '{label}.type': {kind!r} is not one of "
            "'text', 'json_object', 'json_schema'.", "invalid_value")
-    spec = _required(fmt, "json_schema", _as_object, within="response_format")
-    name = _required(spec, "name", _as_str, within="response_format.json_schema")
-    _check(_SCHEMA_NAME.fullmatch(name), "response_format", "Invalid 'response_format.json_schema.name': expected "
+    spec = _required(fmt, "json_schema", _as_object, within=label)
+    name = _required(spec, "name", _as_str, within=f"{label}.json_schema")
+    _check(_SCHEMA_NAME.fullmatch(name), label, f"Invalid '{label}.json_schema.name': expected "
            f"1 to 64 letters, digits, '_' or '-', but got {ascii(name[:80])}.", "invalid_value")
     schema = spec.get("schema")
     if schema is None:  # OpenAI's schema is optional: then any JSON object
         return ResponseFormat("json_object", name=name)
-    _check(isinstance(schema, (dict, bool)), "response_format", "Invalid 'response_format.json_schema.schema': "
+    _check(isinstance(schema, (dict, bool)), label, f"Invalid '{label}.json_schema.schema': "
            f"expected an object, but got {_json_type(schema)}.", "invalid_value")
-    strict = _read(spec, "strict", _as_bool, False, within="response_format.json_schema")
+    strict = _read(spec, "strict", _as_bool, False, within=f"{label}.json_schema")
     return ResponseFormat("json_schema", schema, name, strict)
 
 
