@@ -3,7 +3,7 @@
 function_call), whole or as the typed stream events (`response.created` ... `response.completed`), each with its
 `sequence_number`.
 
-Mapping: `instructions` is a system message; `input` is a string (one user message) or items: role messages
+Mapping (`chat_template_kwargs` is read as on the chat endpoint): `instructions` is a system message; `input` is a string (one user message) or items: role messages
 (`input_text` / `output_text` parts), `function_call` items (an assistant's calls) and `function_call_output`
 items (tool results); reasoning items in the input are dropped, as the template renders only the last turn's
 reasoning anyway. Tools are the flat `{type: function, name, parameters}` form; `text.format` is
@@ -21,7 +21,7 @@ from ..errors import ConfigError
 from .chat_output import Call
 from .fields import (APIError, as_bool, as_int, as_number, as_object, as_str, body_object, bounded, ensure, of_type,
                      read, required)
-from .protocol import ChatRequest, GenerationOptions, ResponseFormat, response_format_of
+from .protocol import ChatRequest, GenerationOptions, ResponseFormat, response_format_of, template_kwargs
 from .responses import Reply, sse
 from .tool_protocol import ToolRequest, parse_tools
 from .toolformats import CallArgs, CallEnd, CallStart, Event, Reasoning, Text
@@ -41,13 +41,8 @@ def parse_response_request(body: object) -> ChatRequest:
         max_tokens=bounded(body, "max_output_tokens", as_int, None, lambda n: n >= 1, "a value >= 1"), stop=(),
         sampling=_sampling(body), logprobs=False, top_logprobs=0, stream=stream, include_usage=False,
         user=read(body, "user", as_str), response_format=_text_format(body))
-    kwargs = {}
-    reasoning = read(body, "reasoning", as_object)
-    if reasoning is not None and reasoning.get("effort") is not None:
-        effort = as_str(reasoning["effort"], "reasoning.effort")
-        ensure(effort in ("minimal", "low", "medium", "high"), "reasoning", f"Invalid 'reasoning.effort': "
-               f"{effort!r} is not one of 'minimal', 'low', 'medium', 'high'.", "invalid_value")
-        kwargs["reasoning_effort"] = effort
+    kwargs = template_kwargs({"chat_template_kwargs": body.get("chat_template_kwargs"),
+                              "reasoning_effort": (read(body, "reasoning", as_object) or {}).get("effort")})
     return ChatRequest(model, tuple(messages), options, _tools(body), kwargs)
 
 

@@ -110,7 +110,7 @@ def parse_chat(body: object) -> ChatRequest:
     _refuse_unsupported(body)
     max_tokens = _max_tokens(body, ("max_completion_tokens", "max_tokens"))
     return ChatRequest(model, messages, _options(body, max_tokens, _chat_logprobs(body)), parse_tools(body),
-                       _template_kwargs(body))
+                       template_kwargs(body))
 
 
 def parse_completion(body: object) -> CompletionRequest:
@@ -263,7 +263,7 @@ def _message(message: object, label: str, calls: dict[str, str]) -> dict:
     return out
 
 
-def _template_kwargs(body: dict) -> dict:
+def template_kwargs(body: dict) -> dict:
     """`chat_template_kwargs` (vLLM's and llama.cpp's: e.g. enable_thinking) and OpenAI's `reasoning_effort`, which
     gpt-oss's template reads; both become template variables."""
     kwargs = dict(_read(body, "chat_template_kwargs", _as_object, {}))
