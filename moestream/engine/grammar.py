@@ -42,8 +42,9 @@ class GrammarError(ConfigError):
 
 
 def json_schema_grammar(schema: Any, strict: bool = False) -> str:
-    """Lark for JSON values valid under `schema` (a dict, or True for any value). `strict` (OpenAI's structured
-    outputs): objects hold only the properties they name, unless the schema says otherwise."""
+    """Lark for JSON values valid under `schema` (a dict, or True for any value). `strict`: objects hold only the
+    properties they name unless the schema sets `additionalProperties` (OpenAI's strict mode; the server always
+    asks for it, as xgrammar's default does, since an open object lets a model ramble inside valid JSON)."""
     if not isinstance(schema, (dict, bool)):
         raise GrammarError(f"a JSON schema is an object or a boolean, not {type(schema).__name__}")
     schema = {} if schema is True else {"not": {}} if schema is False else schema

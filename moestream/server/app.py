@@ -417,7 +417,7 @@ def _constraint(fmt: P.ResponseFormat | None, served: Served) -> Constraint | No
     if fmt is None:
         return None
     try:
-        grammar = json_object_grammar() if fmt.kind == "json_object" else json_schema_grammar(fmt.schema, fmt.strict)
+        grammar = json_object_grammar() if fmt.kind == "json_object" else json_schema_grammar(fmt.schema, strict=True)
         return served.engine.grammar.compile(grammar)
     except GrammarError as exc:
         label = f"schema '{fmt.name}'" if fmt.name else "response_format"

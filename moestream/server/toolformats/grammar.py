@@ -38,11 +38,13 @@ def chosen_tools(tools: list[dict], name: str | None) -> list[dict]:
 
 def parameters(function: dict) -> dict:
     """The function's arguments schema; a function that gives none takes no arguments (OpenAI's reading), so
-    its arguments are {}. `strict: true` closes every object of the schema, as in OpenAI's strict mode."""
+    its arguments are {}. Objects hold only the properties they name unless the schema sets
+    `additionalProperties` (as OpenAI's strict mode and xgrammar's default do): an open object would let a model
+    write made-up keys until its token limit inside an otherwise valid call."""
     schema = function.get("parameters")
     if not isinstance(schema, dict) or not schema:
         return {"type": "object", "properties": {}, "additionalProperties": False}
-    return closed_schema(schema) if function.get("strict") else schema
+    return closed_schema(schema)
 
 
 def literal(text: str) -> str:
