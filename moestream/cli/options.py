@@ -35,6 +35,10 @@ def add_batch_flags(p: argparse.ArgumentParser) -> None:
                    help="requests waiting for a slot before 429 (default %(default)s)")
     p.add_argument("--prefill-chunk", type=int, default=ENGINE.prefill_chunk, metavar="N",
                    help="prompt tokens per step, over all sequences still reading their prompt (default %(default)s)")
+    p.add_argument("--prompt-cache", default="0", metavar="SIZE",
+                   help="keep finished requests' KV rows, up to SIZE (e.g. 2GiB), and reuse them for a new request "
+                        "that starts with the same tokens (an agent's system prompt and history): its prompt is "
+                        "not computed again. Same output as without it (default 0: off)")
 
 
 def add_draft_flags(p: argparse.ArgumentParser) -> None:
@@ -65,7 +69,8 @@ def _draft_mode(args: argparse.Namespace) -> str:
 
 def batch_fields(args: argparse.Namespace) -> dict:
     """The EngineConfig fields of add_batch_flags."""
-    return {"max_batch": args.max_batch, "max_queue": args.max_queue, "prefill_chunk": args.prefill_chunk}
+    return {"max_batch": args.max_batch, "max_queue": args.max_queue, "prefill_chunk": args.prefill_chunk,
+            "prompt_cache": parse_bytes(args.prompt_cache)}
 
 
 def model_path(args: argparse.Namespace) -> str:

@@ -37,6 +37,7 @@ from .drafting import DRAFT_MODES, DRAFT_TOKENS
 from .generate import TokenEvent, drive, generate, request
 from .grammar import GrammarCompiler
 from .loader import LoadedModel, load_model
+from .prompt_cache import PromptCache
 from .report import StepMeter, run_summary
 from .sampling import SamplingParams
 from .scheduler import MAX_BATCH, MAX_WAITING, PREFILL_CHUNK, Scheduler
@@ -58,6 +59,7 @@ class EngineConfig:
     draft: str = "off"  # speculative decoding: "off", "ngram" (prompt lookup, engine/drafting.py) or "model"
     draft_tokens: int = DRAFT_TOKENS  # most tokens drafted per step
     draft_model: str | None = None  # draft "model": a small GGUF with the same vocabulary (engine/model_drafter.py)
+    prompt_cache: int = 0  # bytes of earlier requests' KV rows kept for reuse by prefix (engine/prompt_cache.py)
 
     def __post_init__(self) -> None:
         if not isinstance(self.cache, CacheConfig):
@@ -70,6 +72,7 @@ class EngineConfig:
         if self.draft not in DRAFT_MODES:
             raise ConfigError(f"unknown --draft {self.draft!r}; choose {' or '.join(DRAFT_MODES)}")
         _at_least(self.draft_tokens, 1, "--draft-tokens")
+        _at_least(self.prompt_cache, 0, "--prompt-cache")
         if self.draft == "model" and self.draft_model is None:
             raise ConfigError("--draft model needs --draft-model FILE")
         if self.draft_model is not None and self.draft != "model":
@@ -107,9 +110,17 @@ class Engine:
             check_rollback(draft, config.draft, "the draft model")
         self.scheduler = Scheduler(lm.model, self.context_length, config.max_batch, config.max_queue,
                                    config.prefill_chunk, draft=config.draft, draft_tokens=config.draft_tokens,
-                                   draft_model=self._draft_model)
+                                   draft_model=self._draft_model, prompt_cache=self._prompt_cache())
         self._meter = StepMeter(lm.cache)  # decode steps of every generate() call
         self._prompt_tokens, self._prefill_seconds = 0, 0.0
+
+    def _prompt_cache(self) -> PromptCache | None:
+        if not self.config.prompt_cache:
+            return None
+        if self.lm.args.linear is not None:
+            raise ConfigError(f"--prompt-cache: {self.lm.args.arch} has linear-attention layers, whose recurrent "
+                              "state cannot be cut at a prefix; run it without a prompt cache")
+        return PromptCache(self.config.prompt_cache)
 
     @classmethod
     def open(cls, path: str | Path, config: EngineConfig = EngineConfig(), reader=None) -> Engine:

@@ -33,6 +33,7 @@ from ..errors import ConfigError, MoestreamError, QueueFull, SchedulerClosed
 from ..models.decoder import DecoderModel
 from .drafting import DRAFT_TOKENS, Drafter, make_drafter
 from .grammar import Constraint, GrammarCompiler, apply_mask
+from .prompt_cache import PromptCache
 from .sampling import Sampler, SamplingParams
 from .sequence import Sequence, forward, new_sequence
 
@@ -53,7 +54,8 @@ class TokenOut:
     error: str | None = None
     prompt_tokens: int = 0
     completion_tokens: int = 0
-    exception: BaseException | None = None  # finish_reason "error": what was raised, for callers that re-raise it
+    exception: BaseException | None = None
+    cached_tokens: int = 0  # prompt tokens whose KV rows came from the prompt cache  # finish_reason "error": what was raised, for callers that re-raise it
 
 
 @dataclass
@@ -77,6 +79,7 @@ class _Slot:
     generated: int = 0
     drafter: Drafter | None = None
     draft: list[int] | None = None  # tokens guessed after seq.tokens, fed this step to be verified
+    cached: int = 0  # prompt tokens restored from the prompt cache
 
 
 @dataclass
@@ -91,8 +94,9 @@ class Scheduler:
                  max_waiting: int = MAX_WAITING, prefill_tokens: int = PREFILL_CHUNK,
                  on_step: Callable[[StepInfo], None] | None = None, draft: str = "off",
                  draft_tokens: int = DRAFT_TOKENS, draft_model: DecoderModel | None = None,
-                 grammar: GrammarCompiler | None = None):
+                 grammar: GrammarCompiler | None = None, prompt_cache: PromptCache | None = None):
         self.model, self.context_length, self.grammar = model, context_length, grammar
+        self.prompt_cache = prompt_cache
         self.draft, self.draft_tokens, self.draft_model = draft, draft_tokens, draft_model
         make_drafter(draft, draft_tokens, draft_model, context_length)  # a bad mode fails here, not at a request
         self.drafted = self.accepted = 0  # speculative decoding: tokens proposed, and proposed then kept
@@ -189,7 +193,9 @@ class Scheduler:
                     req.on_event(TokenOut(None, finish_reason="cancelled"))
                     continue
                 seq = new_sequence(self.model, req.prompt, self.context_length)
-                self._running.append(_Slot(req, seq, Sampler(req.params), drafter=self._drafter()))
+                cached = self.prompt_cache.restore(seq.kv, req.prompt) if self.prompt_cache else 0
+                self._running.append(_Slot(req, seq, Sampler(req.params), fed=cached, drafter=self._drafter(),
+                                           cached=cached))
 
     def _drop_cancelled(self) -> None:
         for slot in self._running:
@@ -286,8 +292,10 @@ class Scheduler:
             return
         logprob, top = _logprobs(logits, token, req.top_logprobs)
         reason = self._finish_reason(slot, token)
-        req.on_event(TokenOut(token, logprob, top, reason, None, len(req.prompt), slot.generated))
+        req.on_event(TokenOut(token, logprob, top, reason, None, len(req.prompt), slot.generated,
+                              cached_tokens=slot.cached))
         if reason:
+            self._keep(slot)
             slot.req = None  # type: ignore[assignment]  # done: removed after this step
 
     def _advance(self, slot: _Slot, token: int) -> bool:
@@ -310,8 +318,16 @@ class Scheduler:
     def _end(self, slot: _Slot, reason: str, error: str | None = None, exc: BaseException | None = None) -> None:
         req = slot.req
         req.on_event(TokenOut(None, finish_reason=reason, error=error, prompt_tokens=len(req.prompt),
-                              completion_tokens=slot.generated, exception=exc))
+                              completion_tokens=slot.generated, exception=exc, cached_tokens=slot.cached))
+        if reason == "cancelled":
+            self._keep(slot)
         slot.req = None  # type: ignore[assignment]
+
+    def _keep(self, slot: _Slot) -> None:
+        """A sequence that ended normally leaves its KV rows to the prompt cache (a failed step may have left
+        its layers at different lengths, so those are not kept)."""
+        if self.prompt_cache is not None and slot.seq.kv.length:
+            self.prompt_cache.store(slot.seq.kv, slot.seq.tokens)
 
     def _finish_running(self, reason: str, error: str | None, exc: BaseException | None = None) -> None:
         for slot in self._running:

@@ -12,7 +12,7 @@ import time
 from collections import deque
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from ..engine import StepInfo
 
@@ -42,11 +42,13 @@ class Metrics:
                                        registry=r)
         self._recent: deque[list[int]] = deque()  # [second, tokens generated in it], oldest first
         self._cache = None
+        self._prompt_cache = None
         r.register(_CacheCollector(self))
+        r.register(_PromptCacheCollector(self))
 
-    def attach(self, cache, load) -> None:
-        """cache: the ExpertCache (or None); load: () -> (running, waiting)."""
-        self._cache = cache
+    def attach(self, cache, load, prompt_cache=None) -> None:
+        """cache: the ExpertCache (or None); load: () -> (running, waiting); prompt_cache: the PromptCache or None."""
+        self._cache, self._prompt_cache = cache, prompt_cache
         self.running.set_function(lambda: load()[0])
         self.queue_depth.set_function(lambda: load()[1])
 
@@ -105,3 +107,25 @@ class _CacheCollector:
             family = CounterMetricFamily(f"moestream_cache_{name}", doc)
             family.add_metric([], getattr(cache.stats, name) if cache is not None else 0)
             yield family
+
+
+class _PromptCacheCollector:
+    """Prompt-cache counters and size (all zero without --prompt-cache)."""
+
+    COUNTERS = (("lookup_tokens", "prompt tokens looked up in the prompt cache"),
+                ("hit_tokens", "prompt tokens whose KV rows came from the prompt cache"),
+                ("stored_blocks", "token blocks stored in the prompt cache"),
+                ("evicted_blocks", "token blocks evicted from the prompt cache"))
+
+    def __init__(self, metrics: Metrics):
+        self.metrics = metrics
+
+    def collect(self):
+        pc = self.metrics._prompt_cache
+        for name, doc in self.COUNTERS:
+            family = CounterMetricFamily(f"moestream_prompt_cache_{name}", doc)
+            family.add_metric([], getattr(pc.stats, name) if pc is not None else 0)
+            yield family
+        size = GaugeMetricFamily("moestream_prompt_cache_bytes", "bytes of KV rows the prompt cache holds")
+        size.add_metric([], pc.bytes if pc is not None else 0)
+        yield size

@@ -95,7 +95,7 @@ class EngineWorker:
             engine.close()
             raise
         engine.scheduler.on_step = self.metrics.on_step
-        self.metrics.attach(engine.cache, lambda: engine.scheduler.load)
+        self.metrics.attach(engine.cache, lambda: engine.scheduler.load, engine.scheduler.prompt_cache)
         return served
 
     async def stream(self, req: EngineRequest) -> AsyncIterator[TokenOut]:
