@@ -22,7 +22,7 @@ from .fields import (APIError, as_bool, as_int, as_number, as_object, as_str, bo
 from .protocol import ChatRequest, GenerationOptions
 from .responses import Reply, sse
 from .tool_protocol import ToolRequest
-from .toolformats import CallArgs, CallEnd, CallStart, Event, Reasoning, Text
+from .toolformats import CallAbandoned, CallArgs, CallEnd, CallStart, Event, Reasoning, Text
 
 ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
                404: "not_found_error", 413: "request_too_large", 422: "invalid_request_error",
@@ -222,9 +222,9 @@ class AnthropicRender:
         if parts.reasoning:
             content.append({"type": "thinking", "thinking": "".join(parts.reasoning), "signature": ""})
         text = "".join(parts.content)
-        if text or not parts.finished_calls:
+        if text or not parts.reported_calls:
             content.append({"type": "text", "text": text})
-        for call in parts.finished_calls:
+        for call in parts.reported_calls:
             content.append({"type": "tool_use", "id": _tool_id(call.id), "name": call.name,
                             "input": _input(call.arguments)})
         return {**self._message(), "content": content, **self._stop()}
@@ -246,7 +246,7 @@ class AnthropicRender:
                                                              "id": _tool_id(self.reply.parts.calls[ev.index].id)})
             elif isinstance(ev, CallArgs):
                 frames += self._delta("tool_use", ev.index, {"type": "input_json_delta", "partial_json": ev.fragment})
-            elif isinstance(ev, CallEnd):
+            elif isinstance(ev, (CallEnd, CallAbandoned)):
                 frames += self._close()
         return frames
 
@@ -264,7 +264,8 @@ class AnthropicRender:
     def _message(self) -> dict:
         r = self.reply
         return {"id": r.id, "type": "message", "role": "assistant", "model": r.model,
-                "usage": {"input_tokens": r.prompt_tokens, "output_tokens": r.completion_tokens}}
+                "usage": {"input_tokens": r.prompt_tokens - r.cached_tokens, "output_tokens": r.completion_tokens,
+                          "cache_read_input_tokens": r.cached_tokens, "cache_creation_input_tokens": 0}}
 
     def _stop(self) -> dict:
         reason = self.reply.final_reason

@@ -382,6 +382,7 @@ class _Api:
         if ev.finish_reason in ("error", "cancelled"):
             raise _engine_error(ev)
         parsed = []
+        reply.cached_tokens = ev.cached_tokens or reply.cached_tokens
         if ev.token is not None:
             reply.completion_tokens += 1
             self.m.on_token()

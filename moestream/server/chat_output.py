@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 from ..engine import Tokenizer
 from .textstream import TextStream
-from .toolformats import CallArgs, CallEnd, CallStart, Event, OutputParser, Reasoning, Text
+from .toolformats import CallAbandoned, CallArgs, CallEnd, CallStart, Event, OutputParser, Reasoning, Text
 
 
 class ChatOutput:
@@ -45,6 +45,7 @@ class Call:
     name: str
     arguments: list[str] = field(default_factory=list)
     ended: bool = False
+    abandoned: bool = False  # it broke off (token limit, not JSON): its arguments are what arrived
 
 
 @dataclass
@@ -67,11 +68,19 @@ class ChatParts:
                 self.calls[ev.index].arguments.append(ev.fragment)
             elif isinstance(ev, CallEnd):
                 self.calls[ev.index].ended = True
+            elif isinstance(ev, CallAbandoned):
+                self.calls[ev.index].abandoned = True
 
     @property
     def finished_calls(self) -> list[Call]:
-        """Calls the parser ended (an abandoned one came back as content)."""
+        """Calls the parser ended."""
         return [c for c in self.calls.values() if c.ended]
+
+    @property
+    def reported_calls(self) -> list[Call]:
+        """Every call that started: a stream has already announced it, so the whole reply reports it too (an
+        abandoned one with the arguments that arrived, as OpenAI reports a call cut off by the token limit)."""
+        return list(self.calls.values())
 
 
 def new_call_id() -> str:

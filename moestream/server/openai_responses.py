@@ -3,9 +3,9 @@
 function_call), whole or as the typed stream events (`response.created` ... `response.completed`), each with its
 `sequence_number`.
 
-Mapping (`chat_template_kwargs` is read as on the chat endpoint): `instructions` is a system message; `input` is a string (one user message) or items: role messages
-(`input_text` / `output_text` parts), `function_call` items (an assistant's calls) and `function_call_output`
-items (tool results); reasoning items in the input are dropped, as the template renders only the last turn's
+Mapping (`chat_template_kwargs` is read as on the chat endpoint): `instructions` is a system message; `input` is
+a string (one user message) or items: role messages (`input_text` / `output_text` parts), `function_call` items
+(an assistant's calls) and `function_call_output` items (tool results); reasoning items in the input are dropped, as the template renders only the last turn's
 reasoning anyway. Tools are the flat `{type: function, name, parameters}` form; `text.format` is
 `response_format`. Nothing is stored: `store` is accepted (clients send it) but a response cannot be fetched
 again, so `previous_response_id` is refused with that reason."""
@@ -24,7 +24,7 @@ from .fields import (APIError, as_bool, as_int, as_number, as_object, as_str, bo
 from .protocol import ChatRequest, GenerationOptions, ResponseFormat, response_format_of, template_kwargs
 from .responses import Reply, sse
 from .tool_protocol import ToolRequest, parse_tools
-from .toolformats import CallArgs, CallEnd, CallStart, Event, Reasoning, Text
+from .toolformats import CallAbandoned, CallArgs, CallEnd, CallStart, Event, Reasoning, Text
 
 
 # --- requests --------------------------------------------------------------------------------------------------------
@@ -176,9 +176,9 @@ class ResponsesRender:
         if parts.reasoning:
             output.append(_reasoning_item("".join(parts.reasoning)))
         text = "".join(parts.content)
-        if text or not parts.finished_calls:
+        if text or not parts.reported_calls:
             output.append(_message_item(text, self._status()))
-        output += [_call_item(call, "completed") for call in parts.finished_calls]
+        output += [_call_item(call, "incomplete" if call.abandoned else "completed") for call in parts.reported_calls]
         return self._response(output, self._status())
 
     def start(self) -> list[bytes]:
@@ -205,6 +205,8 @@ class ResponsesRender:
                                           output_index=self._index(item), delta=ev.fragment))
             elif isinstance(ev, CallEnd):
                 frames += self._close()
+            elif isinstance(ev, CallAbandoned):
+                frames += self._close("incomplete")
         return frames
 
     def end(self) -> list[bytes]:
@@ -233,7 +235,7 @@ class ResponsesRender:
                 "max_output_tokens": opt.max_tokens, "store": False,
                 "usage": {"input_tokens": r.prompt_tokens, "output_tokens": r.completion_tokens,
                           "total_tokens": r.prompt_tokens + r.completion_tokens,
-                          "input_tokens_details": {"cached_tokens": 0},
+                          "input_tokens_details": {"cached_tokens": r.cached_tokens},
                           "output_tokens_details": {"reasoning_tokens": 0}}}
 
     def _event(self, kind: str, **fields) -> bytes:
@@ -265,7 +267,7 @@ class ResponsesRender:
         return frames + [self._event(name, item_id=item["id"], output_index=self._index(item), content_index=0,
                                      delta=text, **extra)]
 
-    def _close(self) -> list[bytes]:
+    def _close(self, status: str = "completed") -> list[bytes]:
         item, self._open = self._open, None
         if item is None:
             return []
@@ -282,7 +284,7 @@ class ResponsesRender:
         else:
             frames.append(self._event("response.function_call_arguments.done", item_id=item["id"],
                                       output_index=index, arguments=item["arguments"]))
-        item["status"] = "completed"
+        item["status"] = status
         return frames + [self._event("response.output_item.done", output_index=index, item=_copy(item))]
 
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 from ..engine import TokenOut, Tokenizer
 from .chat_output import ChatParts
-from .toolformats import CallEnd, CallStart, Event, Reasoning, Text
+from .toolformats import CallAbandoned, CallEnd, CallStart, Event, Reasoning, Text
 
 
 @dataclass
@@ -25,6 +25,7 @@ class Reply:
     completion_tokens: int = 0
     finish_reason: str | None = None  # the engine's (or 'stop' for a stop string)
     stopped_by: str | None = None  # the stop string that ended it
+    cached_tokens: int = 0  # prompt tokens whose KV rows the prompt cache gave
     logprobs: list[TokenOut] = field(default_factory=list)
 
     @property
@@ -34,7 +35,7 @@ class Reply:
     @property
     def final_reason(self) -> str | None:
         """What the client is told: 'tool_calls' when the reply ended after making calls."""
-        if self.finish_reason == "stop" and self.parts.finished_calls:
+        if self.finish_reason == "stop" and self.parts.reported_calls:
             return "tool_calls"
         return self.finish_reason
 
@@ -44,7 +45,8 @@ class Reply:
     @property
     def usage(self) -> dict:
         return {"prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
-                "total_tokens": self.prompt_tokens + self.completion_tokens}
+                "total_tokens": self.prompt_tokens + self.completion_tokens,
+                "prompt_tokens_details": {"cached_tokens": self.cached_tokens}}
 
     def _head(self, chunk: bool) -> dict:
         obj = {"chat": "chat.completion", "text": "text_completion"}[self.kind] + (".chunk" if chunk and self.kind == "chat" else "")
@@ -61,7 +63,7 @@ def whole(reply: Reply, tok: Tokenizer, with_logprobs: bool, text_offset: int = 
 
 
 def _message(parts: ChatParts) -> dict:
-    calls = parts.finished_calls
+    calls = parts.reported_calls
     content = "".join(parts.content)
     message = {"role": "assistant", "content": None if calls and not content.strip() else content, "refusal": None}
     if parts.reasoning:
@@ -76,7 +78,7 @@ def event_chunks(reply: Reply, events: list[Event], tok: Tokenizer, token_events
     """Stream chunks for one engine event's output: a delta per content, reasoning or call event (a call's first
     delta carries its id and name, the next ones argument fragments); logprobs ride on the first chunk, or on an
     empty one when the token added no text yet."""
-    chunks = [_event_chunk(reply, ev, tok) for ev in events if not isinstance(ev, CallEnd)]
+    chunks = [_event_chunk(reply, ev, tok) for ev in events if not isinstance(ev, (CallEnd, CallAbandoned))]
     chunks = [c for c in chunks if c is not None]
     if token_events:
         if not chunks:

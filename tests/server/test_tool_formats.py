@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import llguidance
 import pytest
 
-from moestream.server.toolformats import (FAMILIES, CallArgs, CallEnd, CallStart, Reasoning, Text,
+from moestream.server.toolformats import (FAMILIES, CallAbandoned, CallArgs, CallEnd, CallStart, Reasoning, Text,
                                           parser_class)
 from moestream.server.toolformats.events import merged
 from moestream.tokenizer.chat import ChatTemplate
@@ -163,6 +163,11 @@ def calls_of(events: list) -> list[tuple[str, dict]]:
 
 def text_of(events: list, kind: type = Text) -> str:
     return "".join(e.text for e in events if isinstance(e, kind))
+
+
+def given_back(events: list) -> str:
+    """Text, with the raw text of abandoned calls where it came (what a reader of the whole output saw)."""
+    return "".join(e.text if isinstance(e, Text) else e.raw for e in events if isinstance(e, (Text, CallAbandoned)))
 
 
 def summary(events: list) -> tuple:
@@ -360,7 +365,10 @@ def test_bad_json_gives_its_text_back(family):
     for chunks in ([broken], list(broken)):
         events = parse(family, chunks, thinking=thinking)
         assert not calls_of(events)
-        assert '"days": 3]' in text_of(events)
+        assert '"days": 3]' in given_back(events)
+        started = {e.index for e in events if isinstance(e, CallStart)}
+        assert started == {e.index for e in events if isinstance(e, CallAbandoned)}  # each started one is ended
+        assert '"days": 3]' not in text_of(events) or not started  # not repeated as content
 
 
 def test_unterminated_call_with_complete_arguments_is_ended():
@@ -372,11 +380,13 @@ def test_unterminated_call_with_complete_arguments_is_ended():
     assert calls_of(events) == [("search", {"query": "x"})]
 
 
-def test_unterminated_value_gives_the_call_back_as_text():
+def test_unterminated_value_abandons_the_call_with_its_text():
     events = parse("qwen3_coder", ["<tool_call>\n<function=search>\n<parameter=query>\nx"])
-    assert not calls_of(events) and text_of(events) == "<tool_call>\n<function=search>\n<parameter=query>\nx"
+    assert not calls_of(events) and not text_of(events)
+    assert given_back(events) == "<tool_call>\n<function=search>\n<parameter=query>\nx"
     events = parse("hermes", ['<tool_call>\n{"name": "search", "arguments": {"query": "x'])
-    assert not calls_of(events) and "<tool_call>" in text_of(events)
+    assert not calls_of(events) and "<tool_call>" in given_back(events)
+    assert [type(e) for e in events if not isinstance(e, CallArgs)] == [CallStart, CallAbandoned]
 
 
 # --- grammars ------------------------------------------------------------------------------------------------------

@@ -30,16 +30,17 @@ def _schema(name: str) -> dict:
 def _whole(client, **kw):
     kw.setdefault("parallel_tool_calls", False)  # one call fits the 256-token context; a second may not
     kw.setdefault("temperature", 1.0)
-    return client.chat.completions.create(model=MODEL, messages=kw.pop("messages", ASK), tools=[WEATHER, TIME],
-                                          max_tokens=90, **kw)
+    kw.setdefault("max_tokens", 90)
+    return client.chat.completions.create(model=MODEL, messages=kw.pop("messages", ASK), tools=[WEATHER, TIME], **kw)
 
 
 def _streamed(client, **kw) -> tuple[dict[int, dict], str | None, str, list]:
     """(calls by index {'id', 'name', 'arguments'}, finish_reason, content, every tool_calls delta)."""
     calls, reason, content, deltas = {}, None, [], []
     kw.setdefault("parallel_tool_calls", False)
-    stream = client.chat.completions.create(model=MODEL, messages=ASK, tools=[WEATHER, TIME], max_tokens=90,
-                                            temperature=1.0, stream=True, **kw)
+    kw.setdefault("max_tokens", 90)
+    stream = client.chat.completions.create(model=MODEL, messages=ASK, tools=[WEATHER, TIME], temperature=1.0,
+                                            stream=True, **kw)
     for part in stream:
         if not part.choices:
             continue
@@ -128,3 +129,13 @@ def test_bad_tool_requests_are_400(client, kw, param):
     with pytest.raises(openai.BadRequestError) as err:
         client.chat.completions.create(model=MODEL, messages=kw.pop("messages", ASK), tools=tools, max_tokens=8, **kw)
     assert err.value.body["param"] == param, err.value.body
+
+
+def test_a_call_cut_off_by_the_limit_is_one_partial_call_in_both_forms(client):
+    whole = _whole(client, tool_choice="required", seed=3, max_tokens=20)
+    choice = whole.choices[0]
+    assert choice.finish_reason == "length" and "<tool_call>" not in (choice.message.content or "")
+    assert len(choice.message.tool_calls) == 1 and choice.message.tool_calls[0].function.name == "weather"
+    calls, reason, content, _ = _streamed(client, tool_choice="required", seed=3, max_tokens=20)
+    assert reason == "length" and "<tool_call>" not in content  # announced as a call: not repeated as text
+    assert calls[0]["arguments"] == choice.message.tool_calls[0].function.arguments

@@ -49,7 +49,9 @@ export function bindSettings(onChange) {
   }
   for (const name of Object.keys(FIELD_IDS)) {
     field(name).addEventListener("input", () => {
-      save({...stored(), ...currentSettings()});
+      const values = currentSettings();
+      if (!field("model").options.length) delete values.model;  // list not loaded yet: keep the stored choice
+      save({...stored(), ...values});
       onChange(name);
     });
   }

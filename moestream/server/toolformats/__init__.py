@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from .base import OutputParser
 from .deepseek_v3 import DeepSeekV3Parser
-from .events import CallArgs, CallEnd, CallStart, Event, Reasoning, Text
+from .events import CallAbandoned, CallArgs, CallEnd, CallStart, Event, Reasoning, Text
 from .glm45 import Glm45Parser
 from .harmony import HarmonyParser
 from .hermes import HermesParser
@@ -47,4 +47,4 @@ def parser_class(template_source: str | None) -> type[OutputParser]:
 
 
 __all__ = ["FAMILIES", "OutputParser", "parser_class", "Event", "Text", "Reasoning", "CallStart", "CallArgs",
-           "CallEnd"]
+           "CallEnd", "CallAbandoned"]

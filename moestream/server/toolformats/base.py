@@ -23,7 +23,7 @@ from typing import Any
 
 import regex
 
-from .events import CallArgs, CallEnd, CallStart, Event, Reasoning, Text, merged
+from .events import CallAbandoned, CallArgs, CallEnd, CallStart, Event, Reasoning, Text, merged
 from .jsonscan import JsonCallReader, JsonError, JsonScanner
 
 State = Callable[[], bool]
@@ -123,8 +123,13 @@ class OutputParser:
         self._state = then
 
     def _abandon(self) -> None:
-        """What was read as a call is not one: its text so far is content after all."""
-        if self._raw:
+        """What was read as a call cannot be completed: a started call ends as abandoned, with its raw text;
+        text read before a name was known is content after all."""
+        if self._index is not None:
+            if self._final:  # generation ended inside the call: what is left unread belongs to it
+                self._raw, self._buffer = (self._raw or "") + self._buffer, ""
+            self._events.append(CallAbandoned(self._index, self._raw or ""))
+        elif self._raw:
             self._events.append(Text(self._raw))
         self._index, self._raw, self._trim = None, None, False
         self._state = self._text

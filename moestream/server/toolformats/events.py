@@ -1,9 +1,11 @@
 """What a parser makes of the model's text: content, reasoning, and tool calls in pieces.
 
 A call streams as CallStart (its name known), CallArgs fragments (JSON text; joined, they are the JSON object of
-its arguments) and CallEnd. `index` counts the calls of one reply from 0. A call that gets no CallEnd was
-abandoned (its text turned out not to be a call after all): its raw text follows as Text, and its index is not
-reused, since its first pieces may already have been sent to a client.
+its arguments) and CallEnd. `index` counts the calls of one reply from 0. A call that cannot be completed (its
+arguments break off, or turn out not to be JSON) ends with CallAbandoned instead, carrying its raw text: its start
+may already have been sent to a client, which cannot be taken back, so the reply keeps it as a call (OpenAI's
+too: a call cut off by the token limit arrives with partial arguments) and the raw text is not repeated as
+content. Text read as a possible call before any name was known goes back out as Text.
 """
 
 from __future__ import annotations
@@ -38,7 +40,13 @@ class CallEnd:
     index: int
 
 
-Event = Text | Reasoning | CallStart | CallArgs | CallEnd
+@dataclass(frozen=True)
+class CallAbandoned:
+    index: int
+    raw: str  # the call's text as generated
+
+
+Event = Text | Reasoning | CallStart | CallArgs | CallEnd | CallAbandoned
 
 
 def merged(events: list[Event]) -> list[Event]:
