@@ -39,6 +39,11 @@ def add_batch_flags(p: argparse.ArgumentParser) -> None:
                    help="keep finished requests' KV rows, up to SIZE (e.g. 2GiB), and reuse them for a new request "
                         "that starts with the same tokens (an agent's system prompt and history): its prompt is "
                         "not computed again. Same output as without it (default 0: off)")
+    p.add_argument("--prompt-cache-dir", metavar="DIR", default=None,
+                   help="also keep the prompt cache's blocks in DIR, so they outlive a restart (one subdirectory "
+                        "per model file)")
+    p.add_argument("--prompt-cache-disk", default="10GiB", metavar="SIZE",
+                   help="bytes the prompt cache may keep in --prompt-cache-dir (default %(default)s)")
 
 
 def add_draft_flags(p: argparse.ArgumentParser) -> None:
@@ -70,7 +75,8 @@ def _draft_mode(args: argparse.Namespace) -> str:
 def batch_fields(args: argparse.Namespace) -> dict:
     """The EngineConfig fields of add_batch_flags."""
     return {"max_batch": args.max_batch, "max_queue": args.max_queue, "prefill_chunk": args.prefill_chunk,
-            "prompt_cache": parse_bytes(args.prompt_cache)}
+            "prompt_cache": parse_bytes(args.prompt_cache), "prompt_cache_dir": args.prompt_cache_dir,
+            "prompt_cache_disk": parse_bytes(args.prompt_cache_disk)}
 
 
 def model_path(args: argparse.Namespace) -> str:

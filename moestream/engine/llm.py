@@ -38,6 +38,7 @@ from .generate import TokenEvent, drive, generate, request
 from .grammar import GrammarCompiler
 from .loader import LoadedModel, load_model
 from .prompt_cache import PromptCache
+from .prompt_disk import PromptDisk, model_key
 from .report import StepMeter, run_summary
 from .sampling import SamplingParams
 from .scheduler import MAX_BATCH, MAX_WAITING, PREFILL_CHUNK, Scheduler
@@ -60,6 +61,8 @@ class EngineConfig:
     draft_tokens: int = DRAFT_TOKENS  # most tokens drafted per step
     draft_model: str | None = None  # draft "model": a small GGUF with the same vocabulary (engine/model_drafter.py)
     prompt_cache: int = 0  # bytes of earlier requests' KV rows kept for reuse by prefix (engine/prompt_cache.py)
+    prompt_cache_dir: str | None = None  # where the prompt cache also keeps its blocks, across restarts
+    prompt_cache_disk: int = 10 << 30  # bytes the prompt cache may keep in prompt_cache_dir
 
     def __post_init__(self) -> None:
         if not isinstance(self.cache, CacheConfig):
@@ -73,6 +76,10 @@ class EngineConfig:
             raise ConfigError(f"unknown --draft {self.draft!r}; choose {' or '.join(DRAFT_MODES)}")
         _at_least(self.draft_tokens, 1, "--draft-tokens")
         _at_least(self.prompt_cache, 0, "--prompt-cache")
+        _at_least(self.prompt_cache_disk, 0, "--prompt-cache-disk")
+        if self.prompt_cache_dir is not None and not self.prompt_cache:
+            raise ConfigError("--prompt-cache-dir keeps the prompt cache's blocks on disk: give --prompt-cache SIZE "
+                              "(its RAM tier) too")
         if self.draft == "model" and self.draft_model is None:
             raise ConfigError("--draft model needs --draft-model FILE")
         if self.draft_model is not None and self.draft != "model":
@@ -120,7 +127,12 @@ class Engine:
         if self.lm.args.linear is not None:
             raise ConfigError(f"--prompt-cache: {self.lm.args.arch} has linear-attention layers, whose recurrent "
                               "state cannot be cut at a prefix; run it without a prompt cache")
-        return PromptCache(self.config.prompt_cache)
+        disk = None
+        if self.config.prompt_cache_dir is not None:
+            layout = (self.lm.args.n_layers, self.lm.model.kv_dims)
+            disk = PromptDisk(Path(self.config.prompt_cache_dir), model_key(self.lm.path, layout),
+                              self.config.prompt_cache_disk)
+        return PromptCache(self.config.prompt_cache, disk=disk)
 
     @classmethod
     def open(cls, path: str | Path, config: EngineConfig = EngineConfig(), reader=None) -> Engine:
@@ -138,6 +150,8 @@ class Engine:
             raise
 
     def close(self) -> None:
+        if self.scheduler.prompt_cache is not None:
+            self.scheduler.prompt_cache.close()
         self.lm.close()
         if self.draft is not None:
             self.draft.close()

@@ -9,7 +9,8 @@ token-exact, not rounded to a block), and stops one token short of the prompt's 
 needed to sample. Restored rows are the same numbers the request would compute (a row of every layer depends only
 on the tokens before it, and the kernels compute each row alone), so outputs are identical with and without it.
 
-Memory: least recently used blocks go first once the blocks' bytes exceed the budget. A lookup touches the whole
+With a disk tier (prompt_disk.py) every stored block is also written to a file, and a block missing from RAM is
+read back from it. Memory: least recently used blocks go first once the blocks' bytes exceed the budget. A lookup touches the whole
 chain it used, so a prefix is never evicted before its extensions. Models with linear-attention layers keep a
 recurrent state instead of rows, which a prefix cannot be cut from: the cache is off for them."""
 
@@ -23,6 +24,7 @@ from dataclasses import dataclass, field
 import torch
 
 from .kv_cache import KVCache
+from .prompt_disk import PromptDisk
 
 BLOCK_TOKENS = 64
 
@@ -43,6 +45,7 @@ class PromptCacheStats:
     hit_tokens: int = 0  # of those, restored from the cache
     stored_blocks: int = 0
     evicted_blocks: int = 0
+    disk_blocks: int = 0  # blocks read back from the disk tier
 
 
 @dataclass
@@ -50,6 +53,7 @@ class PromptCache:
     budget: int  # bytes
     block: int = BLOCK_TOKENS
     stats: PromptCacheStats = field(default_factory=PromptCacheStats)
+    disk: PromptDisk | None = None  # a second tier on disk, which outlives the process (prompt_disk.py)
 
     def __post_init__(self) -> None:
         self._blocks: OrderedDict[bytes, _Block] = OrderedDict()  # least recently used first
@@ -85,7 +89,10 @@ class PromptCache:
                 if key in self._blocks:
                     self._blocks.move_to_end(key)
                 else:
-                    self._add(key, _Block(piece, parent, *_rows(kv, start, len(piece))))
+                    block = _Block(piece, parent, *_rows(kv, start, len(piece)))
+                    self._add(key, block)
+                    if self.disk is not None:
+                        self.disk.save(key, parent, piece, block.k, block.v)
             parent = key
         with self._lock:
             self._evict()
@@ -98,7 +105,7 @@ class PromptCache:
         while start < len(tokens):
             piece = tuple(tokens[start: start + self.block])
             key = _key(parent, piece)
-            block = self._blocks.get(key) if len(piece) == self.block else None
+            block = self._get(key, piece) if len(piece) == self.block else None
             if block is None:
                 best = self._longest_child(parent, piece)
                 if best is not None:
@@ -110,20 +117,47 @@ class PromptCache:
             parent, start = key, start + self.block
         return chain
 
+    def _get(self, key: bytes, tokens: tuple[int, ...]) -> _Block | None:
+        """The block from RAM, else from the disk tier (then kept in RAM too)."""
+        block = self._blocks.get(key)
+        if block is not None or self.disk is None:
+            return block
+        rows = self.disk.load(key)
+        if rows is None:
+            return None
+        entry = self.disk.index.get(key)
+        if entry is None or entry.tokens != tokens:
+            return None
+        block = _Block(tokens, entry.parent, *rows, sum(t.numel() * t.element_size() for t in rows[0] + rows[1]))
+        self._add(key, block)
+        self.stats.disk_blocks += 1
+        return block
+
     def _longest_child(self, parent: bytes | None, piece: tuple[int, ...]) -> tuple[_Block, int] | None:
-        best, best_n = None, 0
-        for key in self._children.get(parent, ()):
-            block = self._blocks[key]
-            n = _common(block.tokens, piece)
+        candidates = {key: self._blocks[key].tokens for key in self._children.get(parent, ())}
+        if self.disk is not None:
+            candidates.update((key, entry.tokens) for key, entry in self.disk.children_of(parent)
+                              if key not in candidates)
+        best_key, best_n = None, 0
+        for key, tokens in candidates.items():
+            n = _common(tokens, piece)
             if n > best_n:
-                best, best_n = block, n
-        return (best, best_n) if best is not None else None
+                best_key, best_n = key, n
+        if best_key is None:
+            return None
+        block = self._get(best_key, candidates[best_key])
+        return (block, best_n) if block is not None else None
 
     def _add(self, key: bytes, block: _Block) -> None:
         self._blocks[key] = block
         self._children.setdefault(block.parent, set()).add(key)
         self.bytes += block.nbytes
         self.stats.stored_blocks += 1
+
+    def close(self) -> None:
+        """Let queued disk writes finish (a clean shutdown keeps every block)."""
+        if self.disk is not None:
+            self.disk.flush()
 
     def _evict(self) -> None:
         while self.bytes > self.budget and self._blocks:

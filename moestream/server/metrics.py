@@ -115,7 +115,8 @@ class _PromptCacheCollector:
     COUNTERS = (("lookup_tokens", "prompt tokens looked up in the prompt cache"),
                 ("hit_tokens", "prompt tokens whose KV rows came from the prompt cache"),
                 ("stored_blocks", "token blocks stored in the prompt cache"),
-                ("evicted_blocks", "token blocks evicted from the prompt cache"))
+                ("evicted_blocks", "token blocks evicted from the prompt cache"),
+                ("disk_blocks", "token blocks read back from the prompt cache's disk tier"))
 
     def __init__(self, metrics: Metrics):
         self.metrics = metrics
@@ -129,3 +130,6 @@ class _PromptCacheCollector:
         size = GaugeMetricFamily("moestream_prompt_cache_bytes", "bytes of KV rows the prompt cache holds")
         size.add_metric([], pc.bytes if pc is not None else 0)
         yield size
+        disk = GaugeMetricFamily("moestream_prompt_cache_disk_bytes", "bytes the prompt cache keeps on disk")
+        disk.add_metric([], pc.disk.bytes if pc is not None and pc.disk is not None else 0)
+        yield disk

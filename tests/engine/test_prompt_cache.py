@@ -95,3 +95,65 @@ def test_partial_block_match_is_token_exact():
 def test_linear_attention_models_are_refused():
     with pytest.raises(ConfigError, match="linear-attention"):
         Engine.open(gguf_path("qwen3next", "q8_0"), EngineConfig(progress=False, prompt_cache=1 << 20))
+
+
+# --- the disk tier -------------------------------------------------------------------------------------------------
+
+def test_blocks_outlive_the_process_on_disk(tmp_path):
+    from moestream.engine.prompt_disk import PromptDisk
+    a = list(range(1, 41))
+    first = PromptCache(budget=1 << 20, block=16, disk=PromptDisk(tmp_path, "m", 1 << 20))
+    first.store(kv_with(a), a)
+    first.close()  # queued writes are on disk now
+    assert len(list((tmp_path / "m").glob("*.kvb"))) == 3
+    later = PromptCache(budget=1 << 20, block=16, disk=PromptDisk(tmp_path, "m", 1 << 20))
+    restored = KVCache(2, 2, 4, 4096)
+    assert later.restore(restored, a[:37] + [999]) == 37 and later.stats.disk_blocks == 3
+    assert torch.equal(restored.k[0][1, :37, 2], torch.tensor(a[:37], dtype=torch.float32))
+    assert torch.equal(restored.v[1][0, :37, 0], torch.tensor(a[:37], dtype=torch.float32) + 0.5)
+
+
+def test_a_damaged_file_is_a_miss_and_is_removed(tmp_path):
+    from moestream.engine.prompt_disk import PromptDisk
+    a = list(range(1, 17))
+    pc = PromptCache(budget=1 << 20, block=16, disk=PromptDisk(tmp_path, "m", 1 << 20))
+    pc.store(kv_with(a), a)
+    pc.close()
+    [path] = (tmp_path / "m").glob("*.kvb")
+    path.write_bytes(path.read_bytes()[:-10])  # truncated, as a full disk might leave it
+    later = PromptCache(budget=1 << 20, block=16, disk=PromptDisk(tmp_path, "m", 1 << 20))
+    assert later.restore(KVCache(2, 2, 4, 4096), a + [5]) == 0 and not path.exists()
+
+
+def test_the_disk_budget_drops_the_least_recently_used_files(tmp_path):
+    from moestream.engine.prompt_disk import PromptDisk
+    block_file = 2 * 2 * (2 * 16 * 4) * 4  # tensor bytes of one block; each file adds a small header
+    disk = PromptDisk(tmp_path, "m", 3 * block_file + 3 * 400)
+    pc = PromptCache(budget=1 << 20, block=16, disk=disk)
+    for start in (100, 200, 300, 400):
+        tokens = list(range(start, start + 16))
+        pc.store(kv_with(tokens), tokens)
+        pc.close()
+    assert disk.bytes <= disk.budget and len(list((tmp_path / "m").glob("*.kvb"))) == 3
+
+
+def test_a_restarted_engine_reuses_the_directory_with_the_same_output(tmp_path):
+    path = gguf_path("qwen3moe")
+    config = EngineConfig(progress=False, prompt_cache=64 << 20, prompt_cache_dir=str(tmp_path))
+    with Engine.open(path, config) as first:
+        expected, _ = generate(first, PREFIX + [99])
+    with Engine.open(path, config) as restarted:
+        tokens, hit = generate(restarted, PREFIX + [99])
+    assert hit == len(PREFIX) and tokens == expected
+
+
+def test_another_model_file_gets_another_directory(tmp_path):
+    from moestream.engine.prompt_disk import model_key
+    layout = (2, (2, 16, 16))
+    assert model_key(gguf_path("qwen3moe"), layout) != model_key(gguf_path("qwen3moe", "q8_0"), layout)
+    assert model_key(gguf_path("qwen3moe"), layout) == model_key(gguf_path("qwen3moe"), layout)
+
+
+def test_a_directory_without_a_ram_tier_is_refused():
+    with pytest.raises(ConfigError, match="--prompt-cache SIZE"):
+        EngineConfig(prompt_cache_dir="/tmp/x")

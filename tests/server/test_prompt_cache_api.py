@@ -83,3 +83,20 @@ def test_metrics_count_the_cache(servers):
     with urllib.request.urlopen(plain.url + "/metrics", timeout=10) as r:
         plain_values = {s.name: s.value for f in text_string_to_metric_families(r.read().decode()) for s in f.samples}
     assert plain_values["moestream_prompt_cache_hit_tokens_total"] == 0
+
+
+def test_prompt_cache_dir_survives_a_restart(long_model, tmp_path):
+    flags = ("-m", str(long_model), "--api-key", API_KEY, "--prompt-cache", "64MiB", "--prompt-cache-dir",
+             str(tmp_path))
+    first = start_server(*flags)
+    try:
+        before = _complete(first, PREFIX + [31, 32])
+    finally:
+        assert first.stop() == 0  # a clean stop writes the queued blocks
+    again = start_server(*flags)
+    try:
+        after = _complete(again, PREFIX + [31, 32])
+    finally:
+        again.stop()
+    assert after.usage.prompt_tokens_details.cached_tokens >= 1000
+    assert after.choices[0].text == before.choices[0].text
