@@ -88,8 +88,8 @@ def model_path(args: argparse.Namespace) -> str:
     return str(path)
 
 
-def add_sampling_flags(p: argparse.ArgumentParser) -> None:
-    g, d = p.add_argument_group("sampling"), SAMPLING
+def add_sampling_flags(p: argparse.ArgumentParser, seed: bool = True, title: str = "sampling") -> None:
+    g, d = p.add_argument_group(title), SAMPLING
     g.add_argument("--temp", type=float, default=d.temperature, help="temperature; 0 = greedy (default %(default)s)")
     g.add_argument("--top-k", type=int, default=d.top_k,
                    help="keep the k most likely tokens; 0 = off (default %(default)s)")
@@ -101,14 +101,16 @@ def add_sampling_flags(p: argparse.ArgumentParser) -> None:
                    help="window of the repeat penalty (default %(default)s)")
     g.add_argument("--presence-penalty", type=float, default=d.presence_penalty)
     g.add_argument("--frequency-penalty", type=float, default=d.frequency_penalty)
-    g.add_argument("--seed", type=int, default=d.seed, help="random seed for reproducible sampling")
+    if seed:
+        g.add_argument("--seed", type=int, default=d.seed, help="random seed for reproducible sampling")
 
 
 def sampling_params(args: argparse.Namespace) -> SamplingParams:
     return SamplingParams(
         temperature=args.temp, top_k=args.top_k, top_p=args.top_p, min_p=args.min_p,
         repeat_penalty=args.repeat_penalty, repeat_last_n=args.repeat_last_n,
-        presence_penalty=args.presence_penalty, frequency_penalty=args.frequency_penalty, seed=args.seed,
+        presence_penalty=args.presence_penalty, frequency_penalty=args.frequency_penalty,
+        seed=getattr(args, "seed", None),
     )
 
 

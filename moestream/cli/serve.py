@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import logging
 import os
 import signal
 import socket
@@ -14,8 +16,8 @@ from ..errors import ConfigError
 from ..server.app import MAX_BODY_BYTES, create_app
 from ..server.metrics import Metrics
 from ..server.worker import EngineWorker, Served
-from .options import (add_batch_flags, add_cache_flags, add_draft_flags, add_model_flag, batch_fields, engine_config,
-                      model_path)
+from .options import (add_batch_flags, add_cache_flags, add_draft_flags, add_model_flag, add_sampling_flags,
+                      batch_fields, engine_config, model_path, sampling_params)
 
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
@@ -29,8 +31,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--api-key", default=os.environ.get("MOESTREAM_API_KEY"),
                    help="require 'Authorization: Bearer KEY' on /v1 (default: $MOESTREAM_API_KEY, else none)")
     add_batch_flags(p)
+    add_sampling_flags(p, seed=False, title="sampling defaults (for what a request leaves out)")
     p.add_argument("--shutdown-grace", type=float, default=10.0, metavar="S",
                    help="on SIGTERM, seconds to let running requests finish; new ones get 503 (default %(default)s)")
+    p.add_argument("--log-requests", action=argparse.BooleanOptionalAction, default=True,
+                   help="one line on stderr per request: id, endpoint, tokens, time to first token, tok/s, finish "
+                        "reason (default on)")
     p.add_argument("--ui", action=argparse.BooleanOptionalAction, default=None,
                    help="serve the chat page at / (default: on when bound to this machine only)")
     add_cache_flags(p)
@@ -42,13 +48,15 @@ def run(args: argparse.Namespace) -> int:
     from ..server.serve import serve  # uvicorn is imported only when serving
 
     _check(args)
+    _request_log(args.log_requests)
     config = engine_config(args, progress=False, **batch_fields(args))  # a bad flag stops here, before binding
     path = model_path(args)
     metrics = Metrics()
     worker = EngineWorker(lambda: Engine.open(path, config), Path(path).stem, metrics,
                           on_ready=lambda served: _say_ready(served, config.max_batch))
     ui = args.ui if args.ui is not None else args.host in LOOPBACK
-    app = create_app(worker, metrics, args.api_key, MAX_BODY_BYTES, ui=ui)
+    sampling = dataclasses.replace(sampling_params(args), seed=None)  # a seed is per request
+    app = create_app(worker, metrics, args.api_key, MAX_BODY_BYTES, ui=ui, sampling=sampling)
     sock = _listen(args.host, args.port)  # bound here: a clear error if taken, and port 0 gets a real port
     host, port = sock.getsockname()[:2]
     print(f"moestream: serving {Path(path).name} on http://{host}:{port}/v1 (loading; GET /health says when ready)",
@@ -57,6 +65,8 @@ def run(args: argparse.Namespace) -> int:
     # re-raise is a no-op, so a graceful stop exits 0 instead of dying by the signal
     signal.signal(signal.SIGTERM, lambda *_: None)
     serve(app, sock, args.shutdown_grace)  # SIGTERM: new requests 503, running ones get --shutdown-grace s
+    if worker.load_error:  # the server stopped because the model could not load: say why, and fail
+        raise ConfigError(f"cannot serve {Path(path).name}: {worker.load_error}")
     return 0
 
 
@@ -70,6 +80,15 @@ def _listen(host: str, port: int) -> socket.socket:
     except OSError as exc:
         raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
     return sock
+
+
+def _request_log(on: bool) -> None:
+    log = logging.getLogger("moestream.requests")
+    log.propagate = False
+    log.setLevel(logging.INFO if on else logging.WARNING)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("moestream: %(message)s"))
+    log.addHandler(handler)
 
 
 def _say_ready(served: Served, max_batch: int) -> None:

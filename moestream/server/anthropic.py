@@ -6,7 +6,7 @@ Mapping: `system` (text or text blocks) is a system message; `tool_use` blocks o
 calls, `tool_result` blocks of a user turn are `tool` messages; `thinking` blocks are the turn's reasoning.
 `tool_choice` auto/any/tool/none is OpenAI's auto/required/named/none, `disable_parallel_tool_use` its
 `parallel_tool_calls: false`; `thinking: {type: disabled}` sets the template's `enable_thinking: false`.
-Sampling follows Anthropic's defaults (temperature 1, range 0..1). Errors are
+Sampling: what the request sets (temperature in 0..1, top_p, top_k), the server's defaults for the rest. Errors are
 `{"type": "error", "error": {"type", "message"}}` with Anthropic's status codes (app.py converts them)."""
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from ..errors import ConfigError
 from .chat_output import new_call_id
 from .fields import (APIError, as_bool, as_int, as_number, as_object, as_str, body_object, bounded, ensure, of_type,
                      read, required)
-from .protocol import ChatRequest, GenerationOptions
+from .protocol import SERVER_SAMPLING, ChatRequest, GenerationOptions
 from .responses import Reply, sse
 from .tool_protocol import ToolRequest
 from .toolformats import CallAbandoned, CallArgs, CallEnd, CallStart, Event, Reasoning, Text
@@ -36,9 +36,9 @@ def error_body(err: APIError) -> dict:
 
 # --- requests --------------------------------------------------------------------------------------------------------
 
-def parse_messages(body: object, counting: bool = False) -> ChatRequest:
-    """A Messages request as the ChatRequest the engine side runs. `counting`: count_tokens, where `max_tokens` is
-    not asked for."""
+def parse_messages(body: object, defaults: SamplingParams = SERVER_SAMPLING, counting: bool = False) -> ChatRequest:
+    """A Messages request as the ChatRequest the engine side runs; `defaults`: the server's sampling for what the
+    request leaves out. `counting`: count_tokens, where `max_tokens` is not asked for."""
     body = body_object(body)
     model = required(body, "model", as_str)
     max_tokens = None if counting else bounded(body, "max_tokens", as_int, None, lambda n: n >= 1, "a value >= 1")
@@ -48,7 +48,7 @@ def parse_messages(body: object, counting: bool = False) -> ChatRequest:
     stops = tuple(as_str(s, f"stop_sequences[{i}]") for i, s in enumerate(read(body, "stop_sequences", _list, [])))
     ensure(all(stops), "stop_sequences", "stop_sequences must not hold empty strings.")
     stream = read(body, "stream", as_bool, False)
-    options = GenerationOptions(max_tokens=max_tokens, stop=stops, sampling=_sampling(body), logprobs=False,
+    options = GenerationOptions(max_tokens=max_tokens, stop=stops, sampling=_sampling(body, defaults), logprobs=False,
                                 top_logprobs=0, stream=stream, include_usage=False, user=None)
     kwargs = {}
     thinking = read(body, "thinking", as_object)
@@ -64,13 +64,14 @@ def _list(value: object, label: str) -> list:
     return of_type(list, "an array")(value, label)
 
 
-def _sampling(body: dict) -> SamplingParams:
+def _sampling(body: dict, d: SamplingParams) -> SamplingParams:
     try:
         return SamplingParams(
-            temperature=float(bounded(body, "temperature", as_number, 1.0, lambda t: 0 <= t <= 1, "a value in [0, 1]")),
-            top_p=float(bounded(body, "top_p", as_number, 1.0, lambda p: 0 < p <= 1, "a value in (0, 1]")),
-            top_k=bounded(body, "top_k", as_int, 0, lambda k: k >= 0, "a value >= 0"), min_p=0.0,
-            repeat_penalty=1.0, seed=None)
+            temperature=float(bounded(body, "temperature", as_number, d.temperature, lambda t: 0 <= t <= 1,
+                                      "a value in [0, 1]")),
+            top_p=float(bounded(body, "top_p", as_number, d.top_p, lambda p: 0 < p <= 1, "a value in (0, 1]")),
+            top_k=bounded(body, "top_k", as_int, d.top_k, lambda k: k >= 0, "a value >= 0"), min_p=d.min_p,
+            repeat_penalty=d.repeat_penalty, repeat_last_n=d.repeat_last_n, seed=None)
     except ConfigError as error:
         raise APIError(400, str(error)) from error
 

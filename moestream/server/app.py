@@ -16,7 +16,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import secrets
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from collections.abc import AsyncIterator, Awaitable
@@ -30,7 +32,8 @@ from starlette.responses import FileResponse, JSONResponse, Response, StreamingR
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from ..engine import Constraint, EngineRequest, GrammarError, json_object_grammar, json_schema_grammar
+from ..engine import (Constraint, EngineRequest, GrammarError, SamplingParams, json_object_grammar,
+                      json_schema_grammar)
 from ..errors import QueueFull, SchedulerClosed
 from . import protocol as P
 from .metrics import Metrics
@@ -48,6 +51,7 @@ DRAIN_POLL_S = 0.05
 _ENDPOINTS = frozenset(("/", "/health", "/metrics", "/v1/models", "/v1/chat/completions", "/v1/completions",
                         "/v1/responses", "/v1/messages", "/v1/messages/count_tokens"))
 T = TypeVar("T")
+REQUEST_LOG = logging.getLogger("moestream.requests")  # one line per generating request (serve configures it)
 
 
 class ServerApp:
@@ -103,9 +107,11 @@ def _endpoint(path: str) -> str:
 
 
 def create_app(worker: EngineWorker, metrics: Metrics, api_key: str | None = None,
-               max_body: int = MAX_BODY_BYTES, ui: bool = False) -> ServerApp:
-    """ui: serve the chat page (server/static/, no build step, nothing fetched from elsewhere) at /."""
-    api = _Api(worker, metrics, api_key, max_body)
+               max_body: int = MAX_BODY_BYTES, ui: bool = False,
+               sampling: SamplingParams = P.SERVER_SAMPLING) -> ServerApp:
+    """ui: serve the chat page (server/static/, no build step, nothing fetched from elsewhere) at /; sampling: the
+    defaults for what a request leaves out."""
+    api = _Api(worker, metrics, api_key, max_body, sampling)
     routes = [Route("/health", api.health), Route("/metrics", api.metrics),
               Route("/v1/models", api.models), Route("/v1/models/{model_id:path}", api.model),
               Route("/v1/chat/completions", api.chat, methods=["POST"]),
@@ -168,13 +174,16 @@ class Prepared:
 
 
 PARSERS = {"chat": P.parse_chat, "text": P.parse_completion, "messages": parse_messages,
-           "count_tokens": lambda body: parse_messages(body, counting=True), "responses": parse_response_request}
+           "count_tokens": lambda body, defaults: parse_messages(body, defaults, counting=True),
+           "responses": parse_response_request}
 RENDERERS = {"chat": OpenAIRender, "text": OpenAIRender, "messages": AnthropicRender, "responses": ResponsesRender}
 
 
 class _Api:
-    def __init__(self, worker: EngineWorker, metrics: Metrics, api_key: str | None, max_body: int):
+    def __init__(self, worker: EngineWorker, metrics: Metrics, api_key: str | None, max_body: int,
+                 sampling: SamplingParams):
         self.worker, self.m, self.api_key, self.max_body = worker, metrics, api_key, max_body
+        self.sampling = sampling
 
     # ---- plain endpoints -------------------------------------------------------------------------------------
 
@@ -238,6 +247,7 @@ class _Api:
             raise P.overloaded() from None
         except SchedulerClosed:
             raise P.unavailable("shutting down") from None
+        REQUEST_LOG.info(reply.log_line(request.url.path) + ("" if result is not None else " · client left"))
         return Response(status_code=CLIENT_GONE) if result is None else JSONResponse(render.whole())
 
     async def _stream(self, request: Request, reply: Reply, ereq: EngineRequest, output: ChatOutput,
@@ -249,7 +259,7 @@ class _Api:
             if first is None:
                 return Response(status_code=CLIENT_GONE)
             raise _engine_error(first)  # nothing sent yet: a plain error reply rather than a stream of one
-        gen = self._sse(reply, events, first, ereq, output, render)
+        gen = self._sse(reply, events, first, ereq, output, render, request.url.path)
         return StreamingResponse(gen, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
 
     def _served(self, request: Request, kind: str = "") -> Served:
@@ -293,7 +303,7 @@ class _Api:
     def _parse_and_encode(self, raw: bytes, served: Served, kind: str) -> Prepared:
         """A worker thread."""
         body = _decode_json(raw)
-        parsed = PARSERS[kind](body)
+        parsed = PARSERS[kind](body, self.sampling)
         if not self._known_model(parsed.model, served):
             raise P.model_not_found(parsed.model)
         _check_logit_bias(parsed.options.sampling.logit_bias, served)
@@ -356,7 +366,7 @@ class _Api:
         return reply
 
     async def _sse(self, reply: Reply, events: AsyncIterator, first, ereq: EngineRequest, output: ChatOutput,
-                   render) -> AsyncIterator[bytes]:
+                   render, endpoint: str) -> AsyncIterator[bytes]:
         try:
             for frame in render.start():
                 yield frame
@@ -372,10 +382,12 @@ class _Api:
             for frame in render.end():
                 yield frame
         except P.APIError as err:  # the engine failed mid-stream: say so in the stream, then end it
+            reply.finish_reason = reply.finish_reason or "error"
             for frame in render.error(err):
                 yield frame
         finally:
             self.worker.scheduler.cancel(ereq)  # the client left early, or we are done: free the slot
+            REQUEST_LOG.info(reply.log_line(endpoint) + " · stream")
 
     def _absorb(self, reply: Reply, ev, output: ChatOutput) -> list:
         """Account one engine event into `reply`; returns the output events (content, reasoning, calls) it adds."""
@@ -384,6 +396,7 @@ class _Api:
         parsed = []
         reply.cached_tokens = ev.cached_tokens or reply.cached_tokens
         if ev.token is not None:
+            reply.first_token_at = reply.first_token_at or time.perf_counter()
             reply.completion_tokens += 1
             self.m.on_token()
             parsed = output.push(ev.token)

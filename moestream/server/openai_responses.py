@@ -21,7 +21,8 @@ from ..errors import ConfigError
 from .chat_output import Call
 from .fields import (APIError, as_bool, as_int, as_number, as_object, as_str, body_object, bounded, ensure, of_type,
                      read, required)
-from .protocol import ChatRequest, GenerationOptions, ResponseFormat, response_format_of, template_kwargs
+from .protocol import (SERVER_SAMPLING, ChatRequest, GenerationOptions, ResponseFormat, response_format_of,
+                       template_kwargs)
 from .responses import Reply, sse
 from .tool_protocol import ToolRequest, parse_tools
 from .toolformats import CallAbandoned, CallArgs, CallEnd, CallStart, Event, Reasoning, Text
@@ -29,7 +30,8 @@ from .toolformats import CallAbandoned, CallArgs, CallEnd, CallStart, Event, Rea
 
 # --- requests --------------------------------------------------------------------------------------------------------
 
-def parse_response_request(body: object) -> ChatRequest:
+def parse_response_request(body: object, defaults: SamplingParams = SERVER_SAMPLING) -> ChatRequest:
+    """`defaults`: the server's sampling for what the request leaves out."""
     body = body_object(body)
     model = required(body, "model", as_str)
     ensure(body.get("previous_response_id") is None, "previous_response_id", "previous_response_id is not "
@@ -39,7 +41,7 @@ def parse_response_request(body: object) -> ChatRequest:
     stream = read(body, "stream", as_bool, False)
     options = GenerationOptions(
         max_tokens=bounded(body, "max_output_tokens", as_int, None, lambda n: n >= 1, "a value >= 1"), stop=(),
-        sampling=_sampling(body), logprobs=False, top_logprobs=0, stream=stream, include_usage=False,
+        sampling=_sampling(body, defaults), logprobs=False, top_logprobs=0, stream=stream, include_usage=False,
         user=read(body, "user", as_str), response_format=_text_format(body))
     kwargs = template_kwargs({"chat_template_kwargs": body.get("chat_template_kwargs"),
                               "reasoning_effort": (read(body, "reasoning", as_object) or {}).get("effort")})
@@ -50,12 +52,14 @@ def _list(value: object, label: str) -> list:
     return of_type(list, "an array")(value, label)
 
 
-def _sampling(body: dict) -> SamplingParams:
+def _sampling(body: dict, d: SamplingParams) -> SamplingParams:
     try:
         return SamplingParams(
-            temperature=float(bounded(body, "temperature", as_number, 1.0, lambda t: 0 <= t <= 2, "a value in [0, 2]")),
-            top_p=float(bounded(body, "top_p", as_number, 1.0, lambda p: 0 < p <= 1, "a value in (0, 1]")),
-            top_k=0, min_p=0.0, repeat_penalty=1.0, seed=read(body, "seed", as_int))
+            temperature=float(bounded(body, "temperature", as_number, d.temperature, lambda t: 0 <= t <= 2,
+                                      "a value in [0, 2]")),
+            top_p=float(bounded(body, "top_p", as_number, d.top_p, lambda p: 0 < p <= 1, "a value in (0, 1]")),
+            top_k=d.top_k, min_p=d.min_p, repeat_penalty=d.repeat_penalty, repeat_last_n=d.repeat_last_n,
+            seed=read(body, "seed", as_int))
     except ConfigError as error:
         raise APIError(400, str(error)) from error
 

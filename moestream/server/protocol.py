@@ -64,6 +64,11 @@ def too_deep() -> APIError:
     return APIError(400, "We could not parse the JSON body of your request: it nests arrays or objects too deeply.")
 
 
+# A request's sampling where it says nothing: the CLI's (moestream generate's) defaults, unless serve's --temp,
+# --top-k, --top-p, --min-p, --repeat-penalty set others
+SERVER_SAMPLING = SamplingParams()
+
+
 @dataclass(frozen=True)
 class GenerationOptions:
     max_tokens: int | None  # None = until the context ends
@@ -104,23 +109,24 @@ class CompletionRequest:
     options: GenerationOptions
 
 
-def parse_chat(body: object) -> ChatRequest:
+def parse_chat(body: object, defaults: SamplingParams = SERVER_SAMPLING) -> ChatRequest:
+    """`defaults`: the server's sampling settings for what the request leaves out (serve --temp, --top-k, ...)."""
     body = _object(body)
     model, messages = _required(body, "model", _as_str), _messages(body)
     _refuse_unsupported(body)
     max_tokens = _max_tokens(body, ("max_completion_tokens", "max_tokens"))
-    return ChatRequest(model, messages, _options(body, max_tokens, _chat_logprobs(body)), parse_tools(body),
-                       template_kwargs(body))
+    return ChatRequest(model, messages, _options(body, max_tokens, _chat_logprobs(body), defaults),
+                       parse_tools(body), template_kwargs(body))
 
 
-def parse_completion(body: object) -> CompletionRequest:
+def parse_completion(body: object, defaults: SamplingParams = SERVER_SAMPLING) -> CompletionRequest:
     body = _object(body)
     model, prompt = _required(body, "model", _as_str), _prompt(_required(body, "prompt"))
     _refuse_unsupported(body)
     _check(_read(body, "best_of", _as_int, 1) == 1, "best_of", "Only best_of=1 is supported.", "unsupported_value")
     _check(not _read(body, "suffix", _as_str), "suffix", "'suffix' (text after the completion, for insertion) "
            "is not supported by this server.", "unsupported_parameter")
-    options = _options(body, _max_tokens(body, ("max_tokens",)), _completion_logprobs(body))
+    options = _options(body, _max_tokens(body, ("max_tokens",)), _completion_logprobs(body), defaults)
     return CompletionRequest(model, prompt, _read(body, "echo", _as_bool, False), options)
 
 
@@ -135,9 +141,10 @@ def _refuse_unsupported(body: dict) -> None:
            "'tools' instead.", "unsupported_parameter")
 
 
-def _options(body: dict, max_tokens: int | None, logprobs: tuple[bool, int]) -> GenerationOptions:
+def _options(body: dict, max_tokens: int | None, logprobs: tuple[bool, int],
+             defaults: SamplingParams) -> GenerationOptions:
     stream = _read(body, "stream", _as_bool, False)
-    return GenerationOptions(max_tokens=max_tokens, stop=_stop(body), sampling=_sampling(body), logprobs=logprobs[0],
+    return GenerationOptions(max_tokens=max_tokens, stop=_stop(body), sampling=_sampling(body, defaults), logprobs=logprobs[0],
                              top_logprobs=logprobs[1], stream=stream, include_usage=_include_usage(body, stream),
                              user=_read(body, "user", _as_str), response_format=_response_format(body))
 
@@ -189,15 +196,23 @@ def _stop(body: dict) -> tuple[str, ...]:
     return stops
 
 
-def _sampling(body: dict) -> SamplingParams:
-    # top_k, min_p and the repeat penalty are off: OpenAI has no such samplers, so a request means what it would there
+def _sampling(body: dict, d: SamplingParams) -> SamplingParams:
+    """What the request sets, the server's defaults `d` for the rest. `top_k`, `min_p` and `repetition_penalty`
+    are read too (vLLM's and llama.cpp's names; OpenAI has no such samplers)."""
     try:
         return SamplingParams(
-            temperature=_number(body, "temperature", 1.0, lambda t: 0 <= t <= 2, "a value in [0, 2]"),
-            top_p=_number(body, "top_p", 1.0, lambda p: 0 < p <= 1, "a value in (0, 1]"),
-            presence_penalty=_number(body, "presence_penalty", 0.0, lambda p: -2 <= p <= 2, "a value in [-2, 2]"),
-            frequency_penalty=_number(body, "frequency_penalty", 0.0, lambda p: -2 <= p <= 2, "a value in [-2, 2]"),
-            seed=_seed(body), top_k=0, min_p=0.0, repeat_penalty=1.0, logit_bias=_logit_bias(body))
+            temperature=_number(body, "temperature", d.temperature, lambda t: 0 <= t <= 2, "a value in [0, 2]"),
+            top_p=_number(body, "top_p", d.top_p, lambda p: 0 < p <= 1, "a value in (0, 1]"),
+            top_k=_bounded(body, "top_k", _as_int, d.top_k, lambda k: k >= 0, "a value >= 0 (0 = off)"),
+            min_p=_number(body, "min_p", d.min_p, lambda p: 0 <= p <= 1, "a value in [0, 1]"),
+            repeat_penalty=_number(body, "repetition_penalty", d.repeat_penalty, lambda r: 0 < r <= 10,
+                                   "a value in (0, 10]"),
+            repeat_last_n=d.repeat_last_n,
+            presence_penalty=_number(body, "presence_penalty", d.presence_penalty, lambda p: -2 <= p <= 2,
+                                     "a value in [-2, 2]"),
+            frequency_penalty=_number(body, "frequency_penalty", d.frequency_penalty, lambda p: -2 <= p <= 2,
+                                      "a value in [-2, 2]"),
+            seed=_seed(body), logit_bias=_logit_bias(body))
     except ConfigError as error:
         raise APIError(400, str(error)) from error
 

@@ -26,7 +26,21 @@ class Reply:
     finish_reason: str | None = None  # the engine's (or 'stop' for a stop string)
     stopped_by: str | None = None  # the stop string that ended it
     cached_tokens: int = 0  # prompt tokens whose KV rows the prompt cache gave
+    started: float = field(default_factory=time.perf_counter)
+    first_token_at: float | None = None
     logprobs: list[TokenOut] = field(default_factory=list)
+
+    def log_line(self, endpoint: str) -> str:
+        """One line for the request log: id, endpoint, tokens, time to first token, decode speed, finish reason."""
+        now = time.perf_counter()
+        parts = [self.id, endpoint, f"prompt {self.prompt_tokens} (cached {self.cached_tokens})",
+                 f"generated {self.completion_tokens}"]
+        if self.first_token_at is not None:
+            parts.append(f"first token {(self.first_token_at - self.started) * 1e3:.0f} ms")
+            if self.completion_tokens > 1 and now > self.first_token_at:
+                parts.append(f"{(self.completion_tokens - 1) / (now - self.first_token_at):.1f} tok/s")
+        parts.append(self.final_reason or "unfinished")
+        return " · ".join(parts)
 
     @property
     def text(self) -> str:

@@ -6,7 +6,10 @@ stream off mid-event with no word of why. Here the first signal starts a drain i
 open, new requests get 503 and /health says 'closing', the requests in flight may finish for up to the grace
 period, then the engine ends the rest (a stream gets a last chunk carrying an error object, then `data: [DONE]`;
 a whole reply is a 503), and only then does uvicorn shut down, with `FLUSH_S` for those last answers to go out.
-A second signal stops at once."""
+A second signal stops at once.
+
+A model that cannot load stops the server too (the command then prints the reason and exits non-zero): a server
+that answers every request 503 forever, with the reason only in /health, is no use to anyone starting it."""
 
 from __future__ import annotations
 
@@ -19,6 +22,7 @@ import uvicorn
 from .app import ServerApp
 
 FLUSH_S = 5.0  # after the drain: time for the answers of cut-off requests to be written
+LOAD_POLL_S = 0.1
 
 
 def serve(app: ServerApp, sock: socket.socket, grace: float) -> None:
@@ -37,7 +41,18 @@ class _DrainingServer(uvicorn.Server):
 
     async def serve(self, sockets: list[socket.socket] | None = None) -> None:
         self._loop = asyncio.get_running_loop()
-        await super().serve(sockets)
+        watch = self._loop.create_task(self._stop_if_loading_fails())
+        try:
+            await super().serve(sockets)
+        finally:
+            watch.cancel()
+
+    async def _stop_if_loading_fails(self) -> None:
+        worker = self.served_app.worker
+        while worker.served is None and not worker.load_error:
+            await asyncio.sleep(LOAD_POLL_S)
+        if worker.load_error:
+            self.should_exit = True
 
     def handle_exit(self, sig: int, frame) -> None:
         # a signal handler: it runs between two bytecodes of the event loop's own thread, so it only schedules

@@ -4,7 +4,7 @@ that touches the model. The HTTP side talks to it through `stream()`, an async i
 The worker drives the engine's own scheduler (`Engine.scheduler.run`), the step every other command drives too,
 so a served request and `moestream generate` with the same seed produce the same tokens. What can fail at load
 (the file, the budget, the tokenizer, the chat template) fails here, before /health says ok: it is reported by
-/health and every request, and the process stays up to say so."""
+/health and every request until `moestream serve` sees it and stops with it (server/serve.py)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 from ..engine import Engine, EngineRequest, Scheduler, Tokenizer, TokenOut
-from ..errors import QueueFull
+from ..errors import MoestreamError, QueueFull
 from .metrics import Metrics
 
 __all__ = ["EngineWorker", "QueueFull", "Served"]
@@ -78,8 +78,8 @@ class EngineWorker:
     def _main(self) -> None:
         try:
             served = self._load()
-        except Exception as exc:  # reported by /health and every request; the process stays up to say so
-            self.load_error = f"{type(exc).__name__}: {exc}"
+        except Exception as exc:  # reported by /health and every request, and `serve` stops with it
+            self.load_error = str(exc) if isinstance(exc, MoestreamError) else f"{type(exc).__name__}: {exc}"
             return
         self.scheduler, self.served = served.engine.scheduler, served
         if self._on_ready is not None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from moestream.engine import SamplingParams
 from moestream.errors import ConfigError
 from moestream.server import protocol
 from moestream.server.protocol import (APIError, malformed_json, model_not_found, overloaded, parse_chat,
@@ -36,15 +37,17 @@ def assert_openai_shape(error: APIError) -> None:
 
 # --- accepted requests -----------------------------------------------------------------------------------------------
 
-def test_minimal_chat_gets_openai_defaults():
+def test_minimal_chat_gets_the_server_defaults():
     request = parse_chat(chat())
     assert request.model == "m" and request.messages == ({"role": "user", "content": "hi"},)
     o = request.options
     assert (o.max_tokens, o.stop, o.logprobs, o.top_logprobs, o.stream, o.include_usage, o.user) == (
         None, (), False, 0, False, False, None)
-    s = o.sampling
-    assert (s.temperature, s.top_p, s.presence_penalty, s.frequency_penalty, s.seed) == (1.0, 1.0, 0.0, 0.0, None)
-    assert (s.top_k, s.min_p, s.repeat_penalty) == (0, 0.0, 1.0)  # samplers OpenAI lacks are off
+    assert o.sampling == SamplingParams()  # what the request leaves out is the CLI's (serve's --temp etc. otherwise)
+    custom = SamplingParams(temperature=0.3, top_k=5, top_p=0.5, min_p=0.1, repeat_penalty=1.1)
+    assert parse_chat(chat(), custom).options.sampling == custom
+    given = parse_chat(chat(temperature=1.0, top_k=0, min_p=0, repetition_penalty=1.0), custom).options.sampling
+    assert (given.temperature, given.top_k, given.min_p, given.repeat_penalty, given.top_p) == (1.0, 0, 0.0, 1.0, 0.5)
 
 
 def test_minimal_completion_gets_defaults():
