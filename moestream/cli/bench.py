@@ -9,15 +9,19 @@ import argparse
 
 from ..engine import Engine
 from ..errors import ConfigError
-from .options import add_cache_flags, add_draft_flags, add_model_flag, engine_config, model_path
+from .options import add_cache_flags, add_draft_flags, add_model_flag, engine_config, model_path, say_context
 from .summary import print_run_summary, write_json
+
+
+DEFAULT_PROMPT = 512
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("bench", help="measure prefill and decode tokens/s, cache and I/O on a model")
     add_model_flag(p)
     p.add_argument("-n", "--n-decode", type=int, default=32, help="tokens to decode (default %(default)s)")
-    p.add_argument("-p", "--prompt-tokens", type=int, default=512, help="prompt length (default %(default)s)")
+    p.add_argument("-p", "--prompt-tokens", type=int, default=None,
+                   help="prompt length (default 512, or what the context leaves after -n)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--warmup", action=argparse.BooleanOptionalAction, default=True,
                    help="first read every expert when the budget holds them all, then run the same shape once, "
@@ -29,10 +33,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.n_decode < 1 or args.prompt_tokens < 1:
+    if args.n_decode < 1 or (args.prompt_tokens is not None and args.prompt_tokens < 1):
         raise ConfigError("--n-decode and --prompt-tokens must be >= 1")  # before a load that may take minutes
     with Engine.open(model_path(args), engine_config(args)) as engine:
-        result = engine.bench(args.prompt_tokens, args.n_decode, args.seed, args.warmup)
+        say_context(engine)
+        n_prompt = args.prompt_tokens or min(DEFAULT_PROMPT, engine.context_length - args.n_decode)
+        result = engine.bench(n_prompt, args.n_decode, args.seed, args.warmup)
     print_run_summary(result)
     write_json(args.stats_json or args.json, result)
     return 0

@@ -6,17 +6,23 @@ import argparse
 from collections import defaultdict
 
 from ..engine import ModelInfo, Tokenizer, inspect_file
+from ..errors import ConfigError
+from .options import model_path
 from .units import fmt_bytes, fmt_count
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("inspect", help="architecture, sizes, quant types, expert and resident bytes of a GGUF")
-    p.add_argument("file", metavar="FILE")
+    p.add_argument("file", metavar="FILE", nargs="?", help="the GGUF (default: the embedded tiny model)")
+    p.add_argument("-m", "--model", metavar="FILE", help="the same as FILE, as the other commands take it")
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    for key, value in report(inspect_file(args.file)):
+    if args.file and args.model and args.file != args.model:
+        raise ConfigError(f"inspect takes one file: got {args.file} and -m {args.model}")
+    args.model = args.file or args.model
+    for key, value in report(inspect_file(model_path(args))):
         print(f"{key:<18} {value}")
     return 0
 

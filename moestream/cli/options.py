@@ -62,9 +62,15 @@ def add_draft_flags(p: argparse.ArgumentParser) -> None:
 
 def engine_config(args: argparse.Namespace, **fields) -> EngineConfig:
     """The EngineConfig of the -c/-t, streaming and draft flags; `fields` sets the others (batch limits, progress)."""
-    return EngineConfig(cache=cache_config(args), threads=args.threads, context_length=args.ctx_size or None,
+    return EngineConfig(cache=cache_config(args), threads=args.threads, context_length=args.ctx_size,
                         draft=_draft_mode(args), draft_model=getattr(args, "draft_model", ENGINE.draft_model),
                         draft_tokens=getattr(args, "draft_tokens", ENGINE.draft_tokens), **fields)
+
+
+def say_context(engine) -> None:
+    """A warning when -c goes past the model's trained context."""
+    if engine.context_warning:
+        print(f"moestream: warning: {engine.context_warning}", file=sys.stderr)
 
 
 def _draft_mode(args: argparse.Namespace) -> str:

@@ -12,7 +12,7 @@ from .units import fmt_bytes
 def print_run_summary(r: dict) -> None:
     lines = [
         f"prefill  {r['prompt_tokens']:>6} tokens  {r['prefill_tps']:9.2f} tok/s",
-        f"decode   {r['decode_tokens']:>6} tokens  {r['decode_tps']:9.2f} tok/s   step p50 {r['step_ms']['p50']:.1f} ms"
+        f"decode   {r['decode_tokens']:>6} steps   {r['decode_tps']:9.2f} tok/s   step p50 {r['step_ms']['p50']:.1f} ms"
         f" p95 {r['step_ms']['p95']:.1f} p99 {r['step_ms']['p99']:.1f}",
         f"compute per token p50 {r['compute_ms_per_token']['p50']:.1f} ms p95 {r['compute_ms_per_token']['p95']:.1f}"
         f" p99 {r['compute_ms_per_token']['p99']:.1f} | waiting on I/O {100 * r['io_wait_share']:.1f}% of decode"

@@ -121,6 +121,15 @@ class Engine:
         self._meter = StepMeter(lm.cache)  # decode steps of every generate() call
         self._prompt_tokens, self._prefill_seconds = 0, 0.0
 
+    @property
+    def context_warning(self) -> str | None:
+        """Said by the commands when -c goes past the context the model was trained for."""
+        trained = self.lm.args.context_length
+        if self.config.context_length and self.config.context_length > trained:
+            return (f"-c {self.config.context_length} is beyond the {trained} tokens {self.lm.path.name} was trained "
+                    "for: positions past it give text of falling quality")
+        return None
+
     def _prompt_cache(self) -> PromptCache | None:
         if not self.config.prompt_cache:
             return None
@@ -238,6 +247,10 @@ class Engine:
         growth) are not counted; the summary's cache and I/O counters cover all of it."""
         if n_prompt < 1 or n_decode < 1:
             raise ConfigError(f"bench needs at least one prompt and one decode token, got {n_prompt} and {n_decode}")
+        if n_prompt + n_decode > self.context_length:
+            raise ConfigError(f"bench -p {n_prompt} -n {n_decode} needs {n_prompt + n_decode} tokens of context, but "
+                              f"the context holds {self.context_length} (the model's {self.lm.args.context_length}; "
+                              "-c sets it): lower -p or -n")
         if warmup:
             self._preload()
             self._bench_run(n_prompt, min(n_decode, 4), seed + 1)

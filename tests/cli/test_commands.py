@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from moestream.engine import GREEDY, Engine, EngineConfig
@@ -67,7 +68,35 @@ def test_generate_streams_the_engines_greedy_tokens():
         tok = engine.tokenizer
         tokens = [e.token for e in engine.generate(tok.encode("The king said"), GREEDY, 12)]
     assert result.stdout == "".join(tok.stream().iter_text(tokens)) + "\n"
-    assert "generated: 12 tokens" in result.stderr
+    prompt = len(tok.encode("The king said"))
+    assert result.stderr.strip().splitlines()[-1].startswith(f"prompt {prompt} tok · generated 12 tok, ")
+
+
+def test_generate_output_flags():
+    base = ("generate", "-p", "It was", "-n", "300", "--seed", "1", "--no-echo")
+    default, quiet, stats = run_cli(*base), run_cli(*base, "-q"), run_cli(*base, "--stats")
+    assert default.stdout == quiet.stdout == stats.stdout
+    capped = [line for line in default.stderr.splitlines() if "capped" in line]
+    assert capped == ["moestream: note: -n 300 capped at 254: the context holds 256 tokens and the prompt takes 2"]
+    summary = default.stderr.strip().splitlines()[-1]
+    assert summary.startswith("prompt 2 tok · generated 254 tok, ") and " · hit " in summary
+    assert "embedded default model" in quiet.stderr and len(quiet.stderr.strip().splitlines()) == 2  # those two notes
+    assert "generated: 254 tokens" in stats.stderr and "decode      253 steps" in stats.stderr
+    assert "peak RSS" in stats.stderr and "peak RSS" not in default.stderr
+
+
+@pytest.mark.parametrize("flags, says", [(("-c", "0"), "--ctx-size must be an integer >= 2, got 0"),
+                                         (("-c", "1000"), "warning: -c 1000 is beyond the 256 tokens")])
+def test_context_flag_is_checked_and_warned(flags, says):
+    result = run_cli("generate", "-p", "It was", "-n", "2", *flags)
+    assert says in result.stderr
+
+
+def test_bench_stays_in_the_context():
+    too_long = run_cli("bench", "-p", "250", "-n", "10", "--no-warmup")
+    assert too_long.returncode != 0 and "needs 260 tokens of context, but the context holds 256" in too_long.stderr
+    fitted = run_cli("bench", "-n", "8", "--no-warmup")  # the default prompt shrinks to what the context leaves
+    assert fitted.returncode == 0 and "prefill     248 tokens" in fitted.stderr, fitted.stderr
 
 
 def test_generate_is_reproducible_with_a_seed():
@@ -90,3 +119,9 @@ def test_chat_answers_lines_from_stdin():
     assert result.returncode == 0, result.stderr
     assert result.stderr.count("generated:") == 2  # one reply per user line
     assert len(result.stdout.strip()) > 0
+
+
+def test_inspect_defaults_to_the_embedded_model():
+    result = run_cli("inspect")
+    assert result.returncode == 0 and "tiny-mixtral-novels.gguf" in result.stdout and "embedded" in result.stderr
+    assert run_cli("inspect", "-m", str(gguf_path("mixtral"))).stdout.startswith("file ")

@@ -69,7 +69,7 @@ def test_summary_and_stats_json_report_cache_io_and_memory(wide_model, tmp_path)
 def test_greedy_output_is_the_same_under_a_tight_budget():
     path = str(gguf_path("qwen3moe", "q8_0"))
     args = ["generate", "-m", path, "-p", "Once upon a time", "-n", "16", "--temp", "0"]
-    roomy, tight = run_cli(*args), run_cli(*args, "--ram-budget", "100KiB", "--io-chunk", "4KiB")
+    roomy, tight = run_cli(*args), run_cli(*args, "--ram-budget", "100KiB", "--io-chunk", "4KiB", "--stats")
     assert roomy.returncode == 0 and tight.returncode == 0, tight.stderr
     assert tight.stdout == roomy.stdout
     assert "misses" in tight.stderr
@@ -114,7 +114,7 @@ def test_pinning_more_than_the_budget_holds_is_refused(wide_model, tmp_path):
 def test_a_filesystem_refusing_direct_io_falls_back_to_buffered_reads(tmp_path):
     """ramfs refuses O_DIRECT (tmpfs accepts it since Linux 6.6); it is mounted in a private mount namespace."""
     src = gguf_path("olmoe", "q8_0")
-    args = ["-p", "Hello there", "-n", "12", "--temp", "0", "--ram-budget", "200KiB"]
+    args = ["-p", "Hello there", "-n", "12", "--temp", "0", "--ram-budget", "200KiB", "--stats"]
     mnt = tmp_path / "ramfs"
     mnt.mkdir()
     script = (f"mount -t ramfs ramfs {mnt} && cp {src} {mnt}/m.gguf && "
