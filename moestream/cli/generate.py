@@ -61,14 +61,21 @@ def capped_tokens(engine: Engine, prompt_tokens: int, wanted: int) -> int:
     return min(wanted, room)
 
 
-def stream_completion(engine: Engine, prompt: list[int], params: SamplingParams, n: int,
-                      stop: frozenset[int]) -> tuple[str, GenerationStats]:
-    """Generate and print text pieces as they complete; returns the text and the run's statistics."""
+def stream_completion(engine: Engine, prompt: list[int], params: SamplingParams, n: int, stop: frozenset[int],
+                      should_stop=lambda: False) -> tuple[str, GenerationStats]:
+    """Generate and print text pieces as they complete; returns the text and the run's statistics. `should_stop`
+    is asked after every token (chat's Ctrl-C): leaving the loop cancels the request."""
     decoder, stats, pieces = engine.tokenizer.stream(), GenerationStats(prompt_tokens=len(prompt)), []
-    for event in engine.generate(prompt, params, n, stop):
+    events = engine.generate(prompt, params, n, stop)
+    for event in events:
         pieces.append(decoder.push(event.token))
         _write(pieces[-1])
         stats = event.stats or stats
+        stats.generated_tokens = max(stats.generated_tokens, len(pieces))
+        if should_stop():
+            events.close()
+            stats.finish_reason = "stopped"
+            break
     pieces.append(decoder.flush())
     _write(pieces[-1] + "\n")
     return "".join(pieces), stats
