@@ -80,3 +80,20 @@ def test_bad_tool_fields_are_400_naming_the_problem(fields, param, says):
 def test_missing_tool_call_id_is_422():
     err = error_of(chat(messages=[{"role": "tool", "content": "x"}]))
     assert (err.status, err.code) == (422, "missing_required_parameter") and "tool_call_id" in err.message
+
+
+def test_calls_and_results_render_through_a_tool_aware_template():
+    """With Qwen2.5's template (from llama.cpp's sdist) the request's tools, the assistant's call and the tool's
+    result reach the prompt in the template's own markup."""
+    from moestream.tokenizer.chat import ChatTemplate
+    from tests.fixtures.llama_cpp import llama_cpp_dir
+
+    source = (llama_cpp_dir() / "models/templates/Qwen-Qwen2.5-7B-Instruct.jinja").read_text()
+    messages = [{"role": "user", "content": "Weather in Oslo?"},
+                {"role": "assistant", "content": None, "tool_calls": [CALL]},
+                {"role": "tool", "tool_call_id": "call_1", "content": "12 C, rain"}]
+    r = parse_chat(chat(messages=messages, tools=[WEATHER]))
+    text = ChatTemplate(source).render(list(r.messages), tools=list(r.tools.tools))
+    assert '"name": "get_weather"' in text and "<tools>" in text  # the tool list
+    assert '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Oslo"}}\n</tool_call>' in text
+    assert "<tool_response>\n12 C, rain\n</tool_response>" in text
