@@ -34,9 +34,11 @@ def run(args: argparse.Namespace) -> int:
     table = hit_rates(trace, slots, args.policy)
     total = trace.header["n_layers"] * trace.header["n_experts"]
     print(f"{trace.header['model']}: {len(trace.records)} layer steps, {total} experts, top-{trace.header['k']}")
-    print(f"{'budget':>16} " + " ".join(f"{p:>8}" for p in args.policy))
-    for budget, n in zip(args.budget, slots):
-        print(f"{f'{budget} ({n} experts)':>16} " + " ".join(f"{table[p][n]:>8.1%}" for p in args.policy))
+    labels = _labels(args.budget, slots)
+    width = max(len(label) for label in [*labels, "budget"])
+    print(f"{'budget':>{width}} " + " ".join(f"{p:>9}" for p in args.policy))
+    for label, n in zip(labels, slots):
+        print(f"{label:>{width}} " + " ".join(f"{table[p][n]:>9.1%}" for p in args.policy))
     for spec in specs:
         _print_prefetch(trace, args, slots, spec)
     if args.plot:
@@ -48,10 +50,16 @@ def _print_prefetch(trace, args: argparse.Namespace, slots: list[int], spec: Pre
     table, quality = prefetch_rates(trace, slots, args.policy, spec)
     print(f"\nprefetch {spec}: precision {quality.precision:.1%}, recall {quality.recall:.1%}; "
           f"hit rate / reads per lookup")
-    print(f"{'budget':>16} " + " ".join(f"{p:>15}" for p in table))
-    for budget, n in zip(args.budget, slots):
+    labels = _labels(args.budget, slots)
+    width = max(len(label) for label in [*labels, "budget"])
+    print(f"{'budget':>{width}} " + " ".join(f"{p:>15}" for p in table))
+    for label, n in zip(labels, slots):
         cells = [f"{table[p][n].hit_rate:.1%} / {table[p][n].read_rate:.1%}" for p in table]
-        print(f"{f'{budget} ({n} experts)':>16} " + " ".join(f"{c:>15}" for c in cells))
+        print(f"{label:>{width}} " + " ".join(f"{c:>15}" for c in cells))
+
+
+def _labels(budgets: list[str], slots: list[int]) -> list[str]:
+    return [f"{budget} ({n} experts)" for budget, n in zip(budgets, slots)]
 
 
 def _plot(trace, policies: list[str], path: str, total: int) -> None:

@@ -38,9 +38,10 @@ def run(args: argparse.Namespace) -> int:
             raise ConfigError(f"{engine.path.name} has no routed experts: there is no routing to trace")
         with _open_output(args.output) as out:
             recorder = engine.record_routing(out, args.ahead)
-            for text in prompts:
+            for i, text in enumerate(prompts, 1):
                 recorder.new_sequence()
                 ids = engine.tokenizer.encode(text)
+                print(f"[{i}] {text}", end="", flush=True)  # each continuation after its prompt, numbered
                 stream_completion(engine, ids, params, args.n_predict, engine.tokenizer.eog_ids)
         summary = engine.summary()
         print_run_summary(summary)

@@ -145,7 +145,9 @@ def check_destination(out: Path, tmp: Path, total: int) -> None:
 
 
 def _write_file(path: Path, header: bytes, plan: list[TensorSpec], seed: int, total: int, progress: bool) -> None:
-    bar = tqdm(total=total, unit="B", unit_scale=True, desc=path.name.removesuffix(".tmp"), disable=not progress)
+    # binary units (KiB, MiB, GiB), as the summary line that follows: tqdm's "iB" with 1024 steps reads "1.64GiB"
+    bar = tqdm(total=total, unit="iB", unit_scale=True, unit_divisor=1024, desc=path.name.removesuffix(".tmp"),
+               disable=not progress)
     with open(path, "wb") as f, bar, ThreadPoolExecutor(1) as pool:
         _pad_to(f, header, bar)
         pending: Future | None = None

@@ -125,3 +125,14 @@ def test_inspect_defaults_to_the_embedded_model():
     result = run_cli("inspect")
     assert result.returncode == 0 and "tiny-mixtral-novels.gguf" in result.stdout and "embedded" in result.stderr
     assert run_cli("inspect", "-m", str(gguf_path("mixtral"))).stdout.startswith("file ")
+
+
+def test_trace_labels_each_continuation_and_simulate_aligns(tmp_path):
+    out = tmp_path / "t.jsonl"
+    traced = run_cli("trace", "-p", "It was", "-p", "The king", "-n", "4", "-o", str(out))
+    assert traced.returncode == 0, traced.stderr
+    lines = traced.stdout.splitlines()
+    assert lines[0].startswith("[1] It was") and lines[1].startswith("[2] The king")
+    table = run_cli("simulate", str(out), "--budget", "25%", "50%", "2MiB").stdout.splitlines()[1:]
+    assert len({len(row) for row in table}) == 1, table  # every row as wide as the header
+    assert all(row.split()[-1].endswith("%") for row in table[1:])
