@@ -16,9 +16,8 @@ from tests.server.test_api import MODEL
 # small: the embedded model's context is 256 tokens, and its template, which ignores tools, gets them listed in a
 # system message
 WEATHER = {"type": "function", "function": {
-    "name": "weather", "parameters": {"type": "object", "properties": {"city": {"type": "string", "maxLength": 9},
-                                                                       "hot": {"type": "boolean"}},
-                                      "required": ["city", "hot"], "additionalProperties": False}}}
+    "name": "weather", "parameters": {"type": "object", "properties": {"city": {"type": "string", "maxLength": 9}},
+                                      "required": ["city"], "additionalProperties": False}}}
 TIME = {"type": "function", "function": {"name": "time"}}  # no parameters: its arguments are {}
 ASK = [{"role": "user", "content": "Weather in Oslo?"}]
 
@@ -87,11 +86,13 @@ def test_required_streams_the_name_first_then_argument_fragments(client, seed):
 
 
 def test_parallel_calls_are_each_reported(client):
-    # room for one call and the start of another: the finished call is reported, the cut one is not
+    # room for one call and the start of another: every call is reported; only the last, cut off by the token
+    # limit, may have partial arguments (as OpenAI reports a call cut off by max_tokens)
     r = _whole(client, tool_choice="required", parallel_tool_calls=True, seed=1)
-    calls = r.choices[0].message.tool_calls
-    assert calls and r.choices[0].finish_reason in ("tool_calls", "length")
-    for call in calls:
+    calls, reason = r.choices[0].message.tool_calls, r.choices[0].finish_reason
+    assert calls and reason in ("tool_calls", "length")
+    complete = calls[:-1] if reason == "length" else calls
+    for call in complete:
         jsonschema.validate(json.loads(call.function.arguments), _schema(call.function.name))
 
 

@@ -202,8 +202,17 @@ class OutputParser:
         return lambda _match: setattr(self, "_state", state)
 
     def _skipping(self, pattern: regex.Pattern[str], then: State) -> State:
-        """A state that consumes `pattern` if it comes next (an optional closer), then switches to `then`."""
-        return functools.partial(self._branch, [(pattern, self._goto(then))], lambda: setattr(self, "_state", then))
+        """A state that consumes `pattern` if it comes next (an optional closer), then switches to `then`. A closer
+        cut off by the end of generation ('</tool_ca') is framing too: dropped, not turned into content."""
+        def skip() -> bool:
+            match = pattern.match(self._buffer, partial=True)
+            if match is not None and match.partial and not self._final:
+                return False  # more text decides it
+            if match is not None:
+                self._take(match.end())
+            self._state = then
+            return True
+        return skip
 
     def _read_json_args(self, then: State) -> None:
         """Next: a JSON object of arguments, streamed as CallArgs; the call ends with it."""
