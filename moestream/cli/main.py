@@ -1,4 +1,5 @@
-"""`moestream` command line: generate, chat, serve, bench, inspect, synth, trace, simulate. Errors print as one line, never a traceback."""
+"""`moestream` command line: generate, chat, serve, bench, inspect, synth, trace, simulate, pull, list, rm. Errors
+print as one line, never a traceback; a flag a command does not know is answered with that command's usage."""
 
 from __future__ import annotations
 
@@ -8,16 +9,26 @@ import warnings
 
 from .. import __version__
 from ..errors import MoestreamError
-from . import bench, chat, generate, inspect_cmd, serve, simulate, synth, trace
+from . import bench, chat, generate, inspect_cmd, pull, serve, simulate, synth, trace
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="moestream", description="Run Mixture-of-Experts LLMs from GGUF files.")
     parser.add_argument("--version", action="version", version=f"moestream {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (generate, chat, serve, bench, inspect_cmd, synth, trace, simulate):
+    for module in (generate, chat, serve, bench, inspect_cmd, synth, trace, simulate, pull):
         module.register(sub)
     return parser
+
+
+def parse(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """argparse reports a subcommand's unknown flag with the top-level usage; this reports it with the
+    subcommand's own, which lists the flags it does take."""
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        sub.choices[args.command].error(f"unrecognized arguments: {' '.join(unknown)}")
+    return args
 
 
 def _one_line_warning(message, category, filename, lineno, line=None) -> str:
@@ -26,7 +37,7 @@ def _one_line_warning(message, category, filename, lineno, line=None) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     warnings.formatwarning = _one_line_warning
-    args = build_parser().parse_args(argv)
+    args = parse(build_parser(), argv)
     try:
         return args.run(args)
     except MoestreamError as exc:

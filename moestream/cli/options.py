@@ -86,7 +86,11 @@ def batch_fields(args: argparse.Namespace) -> dict:
 
 
 def model_path(args: argparse.Namespace) -> str:
-    """The -m file, or the embedded default model (said on stderr, so the user knows what is answering)."""
+    """The -m file, or the embedded default model (said on stderr, so the user knows what is answering).
+    `-m hf:REPO[:QUANT|:FILE]` is a model in the Hugging Face cache, pulled first if it is not there (cli/hub.py)."""
+    if args.model is not None and args.model.startswith("hf:"):
+        from .hub import resolve_model  # lazily: huggingface_hub costs startup time only when used
+        return resolve_model(args.model.removeprefix("hf:"))
     if args.model is not None:
         return args.model
     path = default_model_path()

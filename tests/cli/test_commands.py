@@ -136,3 +136,9 @@ def test_trace_labels_each_continuation_and_simulate_aligns(tmp_path):
     table = run_cli("simulate", str(out), "--budget", "25%", "50%", "2MiB").stdout.splitlines()[1:]
     assert len({len(row) for row in table}) == 1, table  # every row as wide as the header
     assert all(row.split()[-1].endswith("%") for row in table[1:])
+
+
+def test_an_unknown_flag_shows_the_commands_own_usage():
+    result = run_cli("generate", "-p", "x", "--frob")
+    assert result.returncode == 2 and result.stderr.startswith("usage: moestream generate")
+    assert "unrecognized arguments: --frob" in result.stderr
