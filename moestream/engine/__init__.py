@@ -27,7 +27,7 @@ __all__ = [
     "CACHE_POLICIES", "DEFAULT_CONTEXT_CAP", "DEFAULT_THRESHOLDS", "DRAFT_MODES", "GREEDY", "POLICY_NAMES",
     "PREDICTORS", "PRESETS", "QTYPES", "CacheConfig", "ChatTemplate", "Constraint", "Engine", "EngineConfig",
     "EngineRequest", "GenerationStats", "GrammarError", "ModelInfo", "PrefetchSpec", "QueueFull", "SamplingParams",
-    "Scheduler", "SchedulerClosed", "StepInfo", "TokenEvent", "TokenOut", "Tokenizer", "budget_slots", "closed_schema", "get_preset",
-    "hit_rates", "human_bytes", "inspect_file", "json_object_grammar", "json_schema_grammar",
-    "parse_bytes", "prefetch_rates", "qtype_of", "read_trace", "write_synth",
+    "Scheduler", "SchedulerClosed", "StepInfo", "TokenEvent", "TokenOut", "Tokenizer", "budget_slots",
+    "closed_schema", "get_preset", "hit_rates", "human_bytes", "inspect_file", "json_object_grammar",
+    "json_schema_grammar", "parse_bytes", "prefetch_rates", "qtype_of", "read_trace", "write_synth",
 ]

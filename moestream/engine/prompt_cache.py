@@ -1,18 +1,18 @@
 """Prompt cache: the KV rows of earlier requests, kept by token prefix, so a new request that starts with the same
 tokens (an agent's system prompt, tool definitions, the conversation so far) skips computing them.
 
-Blocks: a sequence's tokens are cut into blocks of `block` tokens; a block is known by the hash of its tokens
-and its parent's hash (so one hash names the whole prefix up to it), and holds every layer's K and V rows for its
-tokens. A finished request stores all its blocks, the last one partial. A lookup follows the chain of full blocks
-of the new prompt, then takes the child of the last match sharing the longest start with the rest (so reuse is
-token-exact, not rounded to a block), and stops one token short of the prompt's end: that token's logits are
-needed to sample. Restored rows are the same numbers the request would compute (a row of every layer depends only
-on the tokens before it, and the kernels compute each row alone), so outputs are identical with and without it.
+Blocks: a sequence's tokens are cut into blocks of `block` tokens; a block is known by the hash of its tokens and
+its parent's hash (so one hash names the whole prefix up to it), and holds every layer's K and V rows for its
+tokens. A finished request stores all its blocks, the last one partial. A lookup follows the chain of full blocks of
+the new prompt, then takes the child of the last match sharing the longest start with the rest (so reuse is token-
+exact, not rounded to a block), and stops one token short of the prompt's end: that token's logits are needed to
+sample. Restored rows are the same numbers the request would compute (a row of every layer depends only on the
+tokens before it, and the kernels compute each row alone), so outputs are identical with and without it.
 
-With a disk tier (prompt_disk.py) every stored block is also written to a file, and a block missing from RAM is
-read back from it. Memory: least recently used blocks go first once the blocks' bytes exceed the budget. A lookup touches the whole
-chain it used, so a prefix is never evicted before its extensions. Models with linear-attention layers keep a
-recurrent state instead of rows, which a prefix cannot be cut from: the cache is off for them."""
+With a disk tier (prompt_disk.py) every stored block is also written to a file, and a block missing from RAM is read
+back from it. Memory: least recently used blocks go first once the blocks' bytes exceed the budget. A lookup touches
+the whole chain it used, so a prefix is never evicted before its extensions. Models with linear-attention layers
+keep a recurrent state instead of rows, which a prefix cannot be cut from: the cache is off for them."""
 
 from __future__ import annotations
 

@@ -54,8 +54,8 @@ class TokenOut:
     error: str | None = None
     prompt_tokens: int = 0
     completion_tokens: int = 0
-    exception: BaseException | None = None
-    cached_tokens: int = 0  # prompt tokens whose KV rows came from the prompt cache  # finish_reason "error": what was raised, for callers that re-raise it
+    exception: BaseException | None = None  # finish_reason "error": what was raised, for callers that re-raise it
+    cached_tokens: int = 0  # prompt tokens whose KV rows came from the prompt cache
 
 
 @dataclass

@@ -17,8 +17,8 @@ import uuid
 from ..engine import SamplingParams, TokenOut, Tokenizer
 from ..errors import ConfigError
 from .chat_output import new_call_id
-from .fields import (APIError, as_bool, as_int, as_number, as_object, as_str, body_object, bounded, ensure, of_type,
-                     read, required)
+from .fields import (APIError, as_bool, as_int, as_list, as_number, as_object, as_str, body_object, bounded,
+                     ensure, read, required)
 from .protocol import SERVER_SAMPLING, ChatRequest, GenerationOptions
 from .responses import Reply, sse
 from .tool_protocol import ToolRequest
@@ -45,7 +45,7 @@ def parse_messages(body: object, defaults: SamplingParams = SERVER_SAMPLING, cou
     if not counting:
         required(body, "max_tokens")
     messages = _system(body) + _turns(body)
-    stops = tuple(as_str(s, f"stop_sequences[{i}]") for i, s in enumerate(read(body, "stop_sequences", _list, [])))
+    stops = tuple(as_str(s, f"stop_sequences[{i}]") for i, s in enumerate(read(body, "stop_sequences", as_list, [])))
     ensure(all(stops), "stop_sequences", "stop_sequences must not hold empty strings.")
     stream = read(body, "stream", as_bool, False)
     options = GenerationOptions(max_tokens=max_tokens, stop=stops, sampling=_sampling(body, defaults), logprobs=False,
@@ -58,10 +58,6 @@ def parse_messages(body: object, defaults: SamplingParams = SERVER_SAMPLING, cou
                "'enabled', 'disabled', 'adaptive'.")
         kwargs["enable_thinking"] = kind != "disabled"
     return ChatRequest(model, tuple(messages), options, _tools(body), kwargs)
-
-
-def _list(value: object, label: str) -> list:
-    return of_type(list, "an array")(value, label)
 
 
 def _sampling(body: dict, d: SamplingParams) -> SamplingParams:
@@ -82,7 +78,7 @@ def _system(body: dict) -> list[dict]:
         return []
     if isinstance(system, str):
         return [{"role": "system", "content": as_str(system, "system")}]
-    blocks = _list(system, "system")
+    blocks = as_list(system, "system")
     return [{"role": "system", "content": "\n".join(_text_block(b, f"system[{i}]") for i, b in enumerate(blocks))}]
 
 
@@ -94,7 +90,7 @@ def _text_block(block: object, label: str) -> str:
 
 
 def _turns(body: dict) -> list[dict]:
-    turns = required(body, "messages", _list)
+    turns = required(body, "messages", as_list)
     ensure(turns, "messages", "messages: at least one message is required.")
     out, calls = [], {}
     for i, turn in enumerate(turns):
@@ -104,7 +100,7 @@ def _turns(body: dict) -> list[dict]:
         ensure(role in ("user", "assistant"), label, f"{label}.role: {role!r} is not one of 'user', 'assistant'.")
         content = required(turn, "content", within=label)
         blocks = [{"type": "text", "text": as_str(content, f"{label}.content")}] if isinstance(content, str) \
-            else _list(content, f"{label}.content")
+            else as_list(content, f"{label}.content")
         out += _assistant(blocks, label, calls) if role == "assistant" else _user(blocks, label, calls)
     return out
 
@@ -167,12 +163,13 @@ def _result_text(content: object, where: str) -> str:
         return ""
     if isinstance(content, str):
         return as_str(content, f"{where}.content")
-    return "\n".join(_text_block(b, f"{where}.content[{k}]") for k, b in enumerate(_list(content, f"{where}.content")))
+    blocks = as_list(content, f"{where}.content")
+    return "\n".join(_text_block(b, f"{where}.content[{k}]") for k, b in enumerate(blocks))
 
 
 def _tools(body: dict) -> ToolRequest | None:
     tools = []
-    for i, tool in enumerate(read(body, "tools", _list, [])):
+    for i, tool in enumerate(read(body, "tools", as_list, [])):
         label = f"tools[{i}]"
         as_object(tool, label)
         kind = read(tool, "type", as_str, "custom", within=label)

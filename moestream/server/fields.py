@@ -90,7 +90,7 @@ def of_type(kind: type, expected: str) -> Callable:
     return check
 
 
-as_bool, as_object = of_type(bool, "a boolean"), of_type(dict, "an object")
+as_bool, as_object, as_list = of_type(bool, "a boolean"), of_type(dict, "an object"), of_type(list, "an array")
 
 
 def as_str(value: object, label: str) -> str:

@@ -3,12 +3,12 @@
 function_call), whole or as the typed stream events (`response.created` ... `response.completed`), each with its
 `sequence_number`.
 
-Mapping (`chat_template_kwargs` is read as on the chat endpoint): `instructions` is a system message; `input` is
-a string (one user message) or items: role messages (`input_text` / `output_text` parts), `function_call` items
-(an assistant's calls) and `function_call_output` items (tool results); reasoning items in the input are dropped, as the template renders only the last turn's
-reasoning anyway. Tools are the flat `{type: function, name, parameters}` form; `text.format` is
-`response_format`. Nothing is stored: `store` is accepted (clients send it) but a response cannot be fetched
-again, so `previous_response_id` is refused with that reason."""
+Mapping (`chat_template_kwargs` is read as on the chat endpoint): `instructions` is a system message; `input` is a
+string (one user message) or items: role messages (`input_text` / `output_text` parts), `function_call` items (an
+assistant's calls) and `function_call_output` items (tool results); reasoning items in the input are dropped, as the
+template renders only the last turn's reasoning anyway. Tools are the flat `{type: function, name, parameters}`
+form; `text.format` is `response_format`. Nothing is stored: `store` is accepted (clients send it) but a response
+cannot be fetched again, so `previous_response_id` is refused with that reason."""
 
 from __future__ import annotations
 
@@ -19,8 +19,8 @@ import uuid
 from ..engine import SamplingParams, TokenOut, Tokenizer
 from ..errors import ConfigError
 from .chat_output import Call
-from .fields import (APIError, as_bool, as_int, as_number, as_object, as_str, body_object, bounded, ensure, of_type,
-                     read, required)
+from .fields import (APIError, as_bool, as_int, as_list, as_number, as_object, as_str, body_object, bounded,
+                     ensure, read, required)
 from .protocol import (SERVER_SAMPLING, ChatRequest, GenerationOptions, ResponseFormat, response_format_of,
                        template_kwargs)
 from .responses import Reply, sse
@@ -48,10 +48,6 @@ def parse_response_request(body: object, defaults: SamplingParams = SERVER_SAMPL
     return ChatRequest(model, tuple(messages), options, _tools(body), kwargs)
 
 
-def _list(value: object, label: str) -> list:
-    return of_type(list, "an array")(value, label)
-
-
 def _sampling(body: dict, d: SamplingParams) -> SamplingParams:
     try:
         return SamplingParams(
@@ -72,7 +68,7 @@ def _instructions(body: dict) -> list[dict]:
 def _input(value: object) -> list[dict]:
     if isinstance(value, str):
         return [{"role": "user", "content": as_str(value, "input")}]
-    items = _list(value, "input")
+    items = as_list(value, "input")
     ensure(items, "input", "Invalid 'input': expected at least one item.")
     out: list[dict] = []
     calls: dict[str, str] = {}
@@ -117,7 +113,7 @@ def _content(content: object, label: str) -> str:
     if isinstance(content, str):
         return as_str(content, f"{label}.content")
     parts = []
-    for j, part in enumerate(_list(content, f"{label}.content")):
+    for j, part in enumerate(as_list(content, f"{label}.content")):
         where = f"{label}.content[{j}]"
         as_object(part, where)
         kind = required(part, "type", as_str, within=where)
@@ -138,7 +134,7 @@ def _arguments(text: str, label: str) -> dict:
 def _tools(body: dict) -> ToolRequest | None:
     """The flat tool form ({type, name, parameters}) and tool_choice {type: function, name} as the chat form."""
     nested = []
-    for i, tool in enumerate(read(body, "tools", _list, [])):
+    for i, tool in enumerate(read(body, "tools", as_list, [])):
         label = f"tools[{i}]"
         as_object(tool, label)
         kind = required(tool, "type", as_str, within=label)

@@ -144,8 +144,8 @@ def _refuse_unsupported(body: dict) -> None:
 def _options(body: dict, max_tokens: int | None, logprobs: tuple[bool, int],
              defaults: SamplingParams) -> GenerationOptions:
     stream = _read(body, "stream", _as_bool, False)
-    return GenerationOptions(max_tokens=max_tokens, stop=_stop(body), sampling=_sampling(body, defaults), logprobs=logprobs[0],
-                             top_logprobs=logprobs[1], stream=stream, include_usage=_include_usage(body, stream),
+    return GenerationOptions(max_tokens=max_tokens, stop=_stop(body), sampling=_sampling(body, defaults),
+                             logprobs=logprobs[0], top_logprobs=logprobs[1], stream=stream, include_usage=_include_usage(body, stream),
                              user=_read(body, "user", _as_str), response_format=_response_format(body))
 
 

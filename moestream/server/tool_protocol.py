@@ -13,7 +13,7 @@ import json
 import re
 from dataclasses import dataclass
 
-from .fields import APIError, as_bool, as_object, as_str, ensure, json_type, of_type, read, required
+from .fields import APIError, as_bool, as_list, as_object, as_str, ensure, json_type, read, required
 
 _NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 CHOICES = ("none", "auto", "required")
@@ -37,7 +37,7 @@ class ToolRequest:
 
 def parse_tools(body: dict) -> ToolRequest | None:
     """The request's tools, or None when it has none (or `tool_choice: none` with none given)."""
-    tools = tuple(_tool(t, f"tools[{i}]") for i, t in enumerate(read(body, "tools", _as_list, [])))
+    tools = tuple(_tool(t, f"tools[{i}]") for i, t in enumerate(read(body, "tools", as_list, [])))
     names = [t["function"]["name"] for t in tools]
     dup = next((n for n in names if names.count(n) > 1), None)
     ensure(dup is None, "tools", f"Invalid 'tools': the function name {dup!r} is given twice.", "invalid_value")
@@ -48,10 +48,6 @@ def parse_tools(body: dict) -> ToolRequest | None:
                "request gives no 'tools'.", "invalid_value")
         return None
     return ToolRequest(tools, choice, name, parallel)
-
-
-def _as_list(value: object, label: str) -> list:
-    return of_type(list, "an array")(value, label)
 
 
 def _tool(tool: object, label: str) -> dict:
@@ -97,7 +93,7 @@ def _choice(value: object, names: list[str]) -> tuple[str, str | None]:
 
 def assistant_calls(message: dict, label: str) -> list[dict]:
     """An assistant message's `tool_calls`, arguments decoded, for the template."""
-    calls = read(message, "tool_calls", _as_list, [], within=label)
+    calls = read(message, "tool_calls", as_list, [], within=label)
     return [_call(call, f"{label}.tool_calls[{i}]") for i, call in enumerate(calls)]
 
 
