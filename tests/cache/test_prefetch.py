@@ -156,7 +156,8 @@ def test_a_failed_prefetch_costs_a_reread_not_the_generation():
 
 
 def test_generated_tokens_do_not_depend_on_prefetch():
-    args = ["generate", "-p", "It was a fine morning, and", "-n", "48", "--seed", "5", "--ram-budget", "2MiB"]
+    args = ["generate", "-p", "It was a fine morning, and", "-n", "48", "--seed", "5", "--ram-budget", "2MiB",
+            "--stats"]
     on, off = run_cli(*args, "--prefetch"), run_cli(*args)
     assert on.returncode == 0 and off.returncode == 0, on.stderr + off.stderr
     assert on.stdout == off.stdout

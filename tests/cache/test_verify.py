@@ -129,7 +129,7 @@ def test_without_verification_the_same_change_goes_unnoticed(tmp_path):
 def test_cli_summary_reports_verification_when_on(tmp_path):
     budget = str(tight_budget(MODEL))
     common = ["generate", "-m", str(MODEL), "-p", "It was a fine morning", "-n", "8", "--temp", "0",
-              "--ram-budget", budget, "--stats-json"]
+              "--ram-budget", budget, "--stats", "--stats-json"]
     on = run_cli(*common, str(tmp_path / "on.json"), "--verify-experts")
     off = run_cli(*common, str(tmp_path / "off.json"))
     assert on.returncode == 0 and off.returncode == 0, on.stderr + off.stderr

@@ -23,7 +23,7 @@ def test_generate_cli_writes_the_transformers_greedy_continuation(tmp_path):
     expected = hf_greedy(load_hf_model("llama"), tok.encode(PROMPT), 12)
     stats = tmp_path / "stats.json"
     result = run_cli("generate", "-m", str(path), "-p", PROMPT, "-n", "12", "--temp", "0", "--no-echo",
-                     "--stats-json", str(stats))
+                     "--stats", "--stats-json", str(stats))
     assert result.returncode == 0, result.stderr
     assert result.stdout == "".join(tok.stream().iter_text(expected)) + "\n"
     assert "generated: 12 tokens" in result.stderr and "no experts (dense model)" in result.stderr

@@ -141,7 +141,7 @@ def test_reader_close_twice(data_file):
     reader.close()
 
 
-GENERATE = ["generate", "-m", str(DEFAULT_MODEL), "-p", "It was a dark", "-n", "8", "--temp", "0"]
+GENERATE = ["generate", "-m", str(DEFAULT_MODEL), "-p", "It was a dark", "-n", "8", "--temp", "0", "--stats"]
 REFUSED = f"""
 from moestream.cli.main import main
 from moestream.store._uring import Ring
