@@ -35,6 +35,8 @@ class CacheStats:
     io_wait_seconds: float = 0.0  # time acquire spent blocked on reads
     read_busy_seconds: float = 0.0  # time with reads in flight (first issue -> last completion, per acquire)
     routed: Counter = field(default_factory=Counter)  # (layer, expert) -> times requested: a routing profile
+    layer_lookups: Counter = field(default_factory=Counter)  # layer -> expert lookups (per-layer hit rates, /metrics)
+    layer_hits: Counter = field(default_factory=Counter)  # layer -> of those, found in the cache
     read_latency: Samples = field(default_factory=Samples)  # per expert: submit -> all bytes in
     prefetch_issued: int = 0
     prefetch_useful: int = 0  # a prefetched expert was then acquired

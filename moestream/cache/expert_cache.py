@@ -164,6 +164,8 @@ class ExpertCache:
         self.stats.lookups += len(experts)
         self.stats.hits += len(hits)
         self.stats.misses += len(experts) - len(hits)
+        self.stats.layer_lookups[layer] += len(experts)
+        self.stats.layer_hits[layer] += len(hits)
         return hits, misses, claimed
 
     def _used(self, key: Key, entry: Entry, late: bool) -> None:
@@ -396,6 +398,24 @@ class ExpertCache:
 
     # -- set-up and inspection ----------------------------------------------------------------------------------
 
+    def resize(self, budget: int, n_used: int) -> None:
+        """A new RAM budget, between steps (no acquire running): growing takes effect at once, shrinking evicts
+        down to it now, in the policy's order. Refused (ConfigError, nothing changed) when it would not hold a
+        token's experts plus the pinned ones."""
+        slots = min(budget // self.layout.slot_size, self.store.n_total)
+        if slots < n_used + self.pinned_count:
+            raise ConfigError(f"RAM budget {human_bytes(budget)} holds {slots} expert(s) of "
+                              f"{human_bytes(self.layout.slot_size)}; this model needs at least {n_used} per layer "
+                              f"and {self.pinned_count} are pinned")
+        if self._pending_prefetches():
+            self._finish_prefetches()  # no read may land in a slot being dropped
+        self.pool.resize(budget)
+        while self.pool.excess_slots:
+            slot = self._evict(None, spare_protected=False)
+            if slot is None:
+                break  # cannot happen between steps: every unpinned, landed expert is evictable
+            self.pool.give(slot)  # over budget: dropped
+
     @property
     def holds_all(self) -> bool:
         """The budget has a slot for every expert of the model."""
@@ -444,6 +464,20 @@ class ExpertCache:
     @property
     def pinned_count(self) -> int:
         return sum(1 for e in self._entries.values() if e.pinned)
+
+    @property
+    def used_bytes(self) -> int:
+        """Bytes of slots holding an expert or a read in flight (free, warmed and never-made slots are not)."""
+        return (self.pool.n_slots - self.pool.free_count) * self.pool.slot_size
+
+    @property
+    def allocated_bytes(self) -> int:
+        """Bytes of slots made so far (memory this process holds for the cache, in use or not)."""
+        return self.pool.allocated_bytes
+
+    @property
+    def budget_bytes(self) -> int:
+        return self.pool.budget
 
     def close(self) -> None:
         self.pool.stop_warming()

@@ -44,7 +44,7 @@ class Slot:
 
 class RamPool:
     def __init__(self, budget: int, slot_size: int, max_slots: int):
-        self.budget, self.slot_size = budget, slot_size
+        self.budget, self.slot_size, self.max_slots = budget, slot_size, max_slots
         self.n_slots = min(budget // slot_size, max_slots)
         self._slots: list[Slot] = []
         self._free: list[Slot] = []
@@ -110,7 +110,35 @@ class RamPool:
                 self._cond.wait()
 
     def give(self, slot: Slot) -> None:
+        """Back to the pool; dropped instead while a shrunk budget is still exceeded (`resize`)."""
+        with self._cond:
+            if len(self._slots) > self.n_slots:
+                self._forget(slot)  # its memory goes back to the OS with the last reference
+                return
         self._free.append(slot)
+
+    def resize(self, budget: int) -> None:
+        """A new byte budget: growing makes room at once (the new slots are warmed in the background); shrinking
+        drops free slots now, and the caller evicts until `excess_slots` is 0 (each evicted slot given back is
+        dropped)."""
+        with self._cond:
+            self.budget = budget
+            self.n_slots = min(budget // self.slot_size, self.max_slots)
+            while len(self._slots) > self.n_slots and (self._free or self._warm):
+                self._forget(self._free.pop() if self._free else self._warm.pop())
+        if len(self._slots) < self.n_slots and (self._warmer is None or not self._warmer.is_alive()):
+            self._warmer = None
+            self.start_warming()
+
+    def _forget(self, slot: Slot) -> None:
+        """Drop `slot` from the pool (caller holds _cond); by identity: a Slot's fields hold tensors."""
+        self._slots = [s for s in self._slots if s is not slot]
+
+    @property
+    def excess_slots(self) -> int:
+        """Slots held beyond the budget after it shrank (in use by cached experts)."""
+        with self._cond:
+            return max(0, len(self._slots) - self.n_slots)
 
     @property
     def free_count(self) -> int:

@@ -106,6 +106,7 @@ class Scheduler:
         self._running: list[_Slot] = []
         self._wake = threading.Condition()
         self._closed = False  # set once run() has ended: a request submitted later would wait forever
+        self._tasks: deque[Callable[[], None]] = deque()  # run on the engine thread between two steps
 
     # ---- any thread ------------------------------------------------------------------------------------------
 
@@ -132,6 +133,13 @@ class Scheduler:
             raise ConfigError(f"the prompt has {len(prompt)} tokens but the context holds {self.context_length}; "
                               "shorten it or raise --ctx-size")
 
+    def between_steps(self, task: Callable[[], None]) -> None:
+        """Run `task()` on the engine thread before its next step (settings that a step must not see change
+        halfway: batch limits, the cache budget, prefetch). Its exceptions are the caller's to catch."""
+        with self._wake:
+            self._tasks.append(task)
+            self._wake.notify()
+
     def cancel(self, req: EngineRequest) -> None:
         req.cancelled = True
         with self._wake:
@@ -142,16 +150,24 @@ class Scheduler:
         """(running, waiting)."""
         return len(self._running), len(self._waiting)
 
-    def run(self, stop: threading.Event) -> None:
-        """The engine thread's loop: step while there is work, sleep otherwise; on stop, cancel what is left."""
+    def run(self, stop: threading.Event, until: Callable[[], bool] | None = None) -> None:
+        """The engine thread's loop: step while there is work, sleep otherwise; on stop, cancel what is left.
+        until() true (checked between steps) returns with nothing cancelled (a server switching models)."""
         with torch.inference_mode():
             while not stop.is_set():
+                self._run_tasks()
+                if until is not None and until():
+                    return
                 with self._wake:
-                    if not self._running and not self._waiting:
+                    if not self._running and not self._waiting and not self._tasks:
                         self._wake.wait(timeout=0.1)
                         continue
                 self.step()
         self._finish_all("cancelled", None)
+
+    def _run_tasks(self) -> None:
+        while self._tasks:
+            self._tasks.popleft()()
 
     def wake(self) -> None:
         with self._wake:

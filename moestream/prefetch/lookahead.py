@@ -44,6 +44,13 @@ class Prefetcher:
         self.cache.on_acquire = self.after_acquire
         self.cache.prefetcher = f"{self.predictor.name}, depth {self.depth}, threshold {self.threshold:g}"
 
+    def uninstall(self) -> None:
+        """Unhook from the model and the cache (prefetch turned off or reconfigured in a running server)."""
+        for i in self.layers:
+            self.blocks[i].lookahead = None
+        self.cache.on_acquire, self.cache.prefetcher = None, ""
+        self._x.clear()
+
     def _hook(self, layer: int):
         def see(x: torch.Tensor) -> None:
             self._x[layer] = x
