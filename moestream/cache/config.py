@@ -12,7 +12,6 @@ from ..telemetry.units import human_bytes  # noqa: F401 - re-exported for cache 
 
 UNITS = {"": 1, "b": 1, "k": 1 << 10, "kb": 1000, "kib": 1 << 10, "m": 1 << 20, "mb": 10**6, "mib": 1 << 20,
          "g": 1 << 30, "gb": 10**9, "gib": 1 << 30, "t": 1 << 40, "tb": 10**12, "tib": 1 << 40}
-HEADROOM = 1 << 30  # left free for activations, KV cache, Python and the OS when the budget is automatic
 
 
 def parse_bytes(text: str) -> int:
@@ -25,7 +24,7 @@ def parse_bytes(text: str) -> int:
 
 @dataclass(frozen=True)
 class CacheConfig:
-    ram_budget: int | None = None  # bytes for expert buffers; None: what this machine (or cgroup) has free
+    ram_budget: int | None = None  # bytes for expert buffers; None ("auto"): engine/sizing.py's auto_budget
     reader: str = "auto"  # "thread", "uring" or "auto"
     depth: int = 32  # reads in flight
     chunk_bytes: int = 4 << 20
@@ -64,9 +63,23 @@ class CacheConfig:
 
 def available_memory() -> int:
     """Bytes this process could still use: MemAvailable, or less under a memory cgroup limit."""
-    avail = _meminfo("MemAvailable")
-    limit = _cgroup_room()
+    avail, limit = memory_facts()
     return min(avail, limit) if limit is not None else avail
+
+
+def memory_facts() -> tuple[int, int | None]:
+    """(MemAvailable, the memory cgroup's limit less its usage, or None without a limit), in bytes."""
+    return _meminfo("MemAvailable"), _cgroup_room()
+
+
+def cgroup_limit() -> int | None:
+    """The memory cgroup's limit in bytes, or None."""
+    for limit_file in ("memory.max", "memory.limit_in_bytes"):
+        base = _cgroup_dir(limit_file)
+        if base is not None:
+            raw = open(os.path.join(base, limit_file)).read().strip()
+            return None if raw == "max" or int(raw) >= 1 << 60 else int(raw)
+    return None
 
 
 def _meminfo(field: str) -> int:

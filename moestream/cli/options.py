@@ -126,8 +126,10 @@ def sampling_params(args: argparse.Namespace) -> SamplingParams:
 
 def add_cache_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("expert streaming")
-    g.add_argument("--ram-budget", metavar="SIZE",
-                   help="RAM for cached experts, e.g. 8GiB (default: all experts if they fit, else what is free)")
+    g.add_argument("--ram-budget", metavar="SIZE", default="auto",
+                   help="RAM for cached experts, e.g. 8GiB; auto (default): all experts if they fit, else what is "
+                        "free after the resident weights, the KV cache at full context, the runtime and the OS "
+                        "(`moestream plan` shows the arithmetic)")
     g.add_argument("--reader", choices=("auto", "thread", "uring"), default=CACHE.reader,
                    help="read backend (default %(default)s)")
     g.add_argument("--io-depth", type=int, default=CACHE.depth, metavar="N", help="reads in flight (default %(default)s)")
@@ -168,7 +170,7 @@ def add_cache_flags(p: argparse.ArgumentParser) -> None:
 
 def cache_config(args: argparse.Namespace) -> CacheConfig:
     return CacheConfig(
-        ram_budget=parse_bytes(args.ram_budget) if args.ram_budget else None, reader=args.reader,
+        ram_budget=None if args.ram_budget in (None, "auto") else parse_bytes(args.ram_budget), reader=args.reader,
         depth=args.io_depth, chunk_bytes=CACHE.chunk_bytes if args.io_chunk is None else parse_bytes(args.io_chunk),
         direct=not args.no_direct, mmap=args.mmap,
         pin=tuple(_pins(args)), policy=args.cache_policy, prefetch=args.prefetch,

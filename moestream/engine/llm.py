@@ -36,7 +36,7 @@ from ..tokenizer import ChatTemplate, Tokenizer, encode_chat
 from .drafting import DRAFT_MODES, DRAFT_TOKENS
 from .generate import TokenEvent, drive, generate, request
 from .grammar import GrammarCompiler
-from .loader import LoadedModel, load_model
+from .loader import DEFAULT_CONTEXT_CAP, LoadedModel, load_model
 from .prompt_cache import PromptCache
 from .prompt_disk import PromptDisk, model_key
 from .report import StepMeter, run_summary
@@ -45,7 +45,6 @@ from .scheduler import MAX_BATCH, MAX_WAITING, PREFILL_CHUNK, Scheduler
 from .trace import RoutingRecorder, trace_header
 
 MAX_DRAFT_TOKENS = 15  # a verify step feeds 1 + draft tokens: the native attention step takes segments of <= 16
-DEFAULT_CONTEXT_CAP = 4096  # without --ctx-size: the model's context, at most this (KV caches grow on demand)
 
 
 @dataclass(frozen=True)
@@ -146,7 +145,8 @@ class Engine:
     @classmethod
     def open(cls, path: str | Path, config: EngineConfig = EngineConfig(), reader=None) -> Engine:
         """reader: a store Reader to use instead of the configured one (tests inject faults)."""
-        lm = load_model(path, progress=config.progress, threads=config.threads, cache=config.cache, reader=reader)
+        lm = load_model(path, progress=config.progress, threads=config.threads, cache=config.cache, reader=reader,
+                        context=config.context_length, sequences=config.max_batch)
         draft = None
         try:
             if config.draft_model is not None:  # resident or cached as it fits: it is meant to be small

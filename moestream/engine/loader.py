@@ -25,7 +25,10 @@ from ..store.experts import ExpertStore
 from ..telemetry import rss_bytes
 from ..prefetch.lookahead import Prefetcher
 from ..prefetch.predictors import DEFAULT_THRESHOLDS, make_predictor
+from .sizing import kv_bytes_per_token
 from .streaming import open_cache
+
+DEFAULT_CONTEXT_CAP = 4096  # without --ctx-size: the model's context, at most this (KV caches grow on demand)
 
 PROGRESS_MIN_BYTES = 256 << 20  # show a progress bar only when loading this much
 
@@ -117,8 +120,10 @@ def _vocab_size(gguf: GGUFFile) -> int | None:
 
 
 def load_model(path: str | Path, progress: bool = True, threads: int | None = None,
-               cache: CacheConfig = CacheConfig(), reader=None) -> LoadedModel:
-    """threads: for the native kernels (default: one per core available to this process).
+               cache: CacheConfig = CacheConfig(), reader=None, context: int | None = None,
+               sequences: int = 1) -> LoadedModel:
+    """threads: for the native kernels (default: one per core available to this process). context, sequences:
+    the KV caches an automatic budget leaves room for (default: the model's context capped, one sequence).
     cache: how experts are streamed; reader: a Reader to use instead of the configured one (tests inject faults)."""
     info = check_model(open_gguf(path))
     resident = _load_resident(info.gguf, info.resident_names, progress)
@@ -127,7 +132,9 @@ def load_model(path: str | Path, progress: bool = True, threads: int | None = No
         if cache.mmap:
             source = info.experts
         else:
-            source = expert_cache = open_cache(info.gguf.paths, info.experts, info.args.n_experts_used, cache, reader)
+            kv = kv_bytes_per_token(info.args) * (context or min(info.args.context_length, DEFAULT_CONTEXT_CAP))
+            source = expert_cache = open_cache(info.gguf.paths, info.experts, info.args.n_experts_used, cache, reader,
+                                               kv_reserve=kv * sequences)
     try:
         model = _build(info, resident, source, threads, cache.repack != "off")
         if expert_cache is not None:
@@ -158,6 +165,16 @@ def _install_packer(model: DecoderModel, expert_cache, repack: str) -> None:
     packs the hot ones (cache/expert_cache.py says why)."""
     mode = {"on": "read", "off": "off"}.get(repack, "read" if expert_cache.holds_all else "hot")
     expert_cache.set_packer(model.compute.pack_expert, mode)
+
+
+def set_prefetch(lm: LoadedModel, cache: CacheConfig) -> None:
+    """Between steps: replace the model's prefetcher (if any) with the one `cache` asks for (or none)."""
+    if lm.cache is None:
+        return
+    if lm.cache.on_acquire is not None:
+        lm.cache.on_acquire.__self__.uninstall()
+    if cache.prefetch:
+        _install_prefetch(lm.model, lm.cache, cache)
 
 
 def _install_prefetch(model: DecoderModel, expert_cache, cache: CacheConfig) -> None:

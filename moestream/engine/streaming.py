@@ -7,12 +7,16 @@ import functools
 import sys
 import warnings
 
-from ..cache.config import HEADROOM, CacheConfig, available_memory, human_bytes
+from ..cache.config import CacheConfig, available_memory, human_bytes, memory_facts
 from ..cache.expert_cache import ExpertCache
+from ..cache.layout import SlotLayout
+from ..errors import ConfigError
 from ..cache.policy import make_policy
 from ..store.experts import ExpertStore
 from ..store import uring
 from ..store.reader import Reader, ThreadReader, open_file
+from ..telemetry import rss_bytes
+from .sizing import OS_RESERVE, RUNTIME_BYTES, Machine, ModelSize, auto_budget, minimum_budget
 
 AUTO_READER = "uring"  # measured: see docs/benchmarks.md (reader backends)
 
@@ -41,9 +45,10 @@ def _notice_once(text: str) -> None:
     print(text, file=sys.stderr)
 
 
-def open_cache(path, store: ExpertStore, n_used: int, config: CacheConfig,
-               reader: Reader | None = None) -> ExpertCache:
-    budget = config.ram_budget or auto_budget(store)
+def open_cache(path, store: ExpertStore, n_used: int, config: CacheConfig, reader: Reader | None = None,
+               kv_reserve: int = 0) -> ExpertCache:
+    """kv_reserve: bytes the KV caches will take at full context, kept out of an automatic budget."""
+    budget = config.ram_budget or automatic_budget(store, n_used, kv_reserve)
     room = available_memory()  # measured after the resident weights were loaded
     if config.ram_budget and config.ram_budget > room:
         warnings.warn(f"--ram-budget {human_bytes(config.ram_budget)} is more than the {human_bytes(max(room, 0))} "
@@ -66,12 +71,21 @@ def open_cache(path, store: ExpertStore, n_used: int, config: CacheConfig,
     return cache
 
 
-def auto_budget(store: ExpertStore) -> int:
-    """Everything if it fits, else what is free (the resident weights are loaded already) less some headroom."""
-    room = available_memory() - HEADROOM
-    total = store.total_nbytes() + store.n_total * 3 * 8192  # + alignment padding
-    if room >= total:
-        return total
-    print(f"moestream: experts ({total / 2**30:.2f} GiB) exceed free memory; streaming them with a "
-          f"{max(room, 0) / 2**30:.2f} GiB cache (set --ram-budget to choose)", file=sys.stderr)
-    return max(room, 1)
+def automatic_budget(store: ExpertStore, n_used: int, kv_reserve: int) -> int:
+    """`--ram-budget auto`: every expert if they fit, else what sizing.auto_budget leaves (the resident weights
+    are loaded already, so the free memory measured now has paid for them). Too little is refused with the
+    numbers."""
+    slot = SlotLayout(store).slot_size
+    size = ModelSize(0, store.n_total, slot, n_used, kv_bytes_per_token=kv_reserve)  # KV: for one "token"
+    free, cgroup_room = memory_facts()
+    budget = auto_budget(size, Machine(free, cgroup_room, rss_bytes()), context=1, sequences=1)
+    if budget < minimum_budget(size):
+        raise ConfigError(f"this machine has {human_bytes(Machine(free, cgroup_room).room)} free after the resident "
+                          f"weights; the KV cache needs {human_bytes(kv_reserve)}, the runtime "
+                          f"{human_bytes(RUNTIME_BYTES)} and the OS {human_bytes(OS_RESERVE)}, which leaves less than "
+                          f"one token's {n_used} experts ({human_bytes(minimum_budget(size))}): free memory, lower "
+                          f"-c or --max-batch, or set --ram-budget")
+    if budget < size.expert_slots * slot:
+        print(f"moestream: experts ({human_bytes(store.total_nbytes())}) exceed free memory; streaming them with a "
+              f"{human_bytes(budget)} cache (set --ram-budget to choose; `moestream plan` explains)", file=sys.stderr)
+    return budget
