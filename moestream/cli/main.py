@@ -1,4 +1,4 @@
-"""`moestream` command line: generate, chat, serve, bench, inspect, synth, trace, simulate, pull, list, rm. Errors
+"""`moestream` command line: generate, chat, serve, top, bench, plan, inspect, synth, trace, simulate, pull, list, rm. Errors
 print as one line, never a traceback; a flag a command does not know is answered with that command's usage."""
 
 from __future__ import annotations
@@ -9,14 +9,14 @@ import warnings
 
 from .. import __version__
 from ..errors import MoestreamError
-from . import bench, chat, generate, inspect_cmd, pull, serve, simulate, synth, trace
+from . import bench, chat, generate, inspect_cmd, plan, pull, serve, simulate, synth, top, trace
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="moestream", description="Run Mixture-of-Experts LLMs from GGUF files.")
     parser.add_argument("--version", action="version", version=f"moestream {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (generate, chat, serve, bench, inspect_cmd, synth, trace, simulate, pull):
+    for module in (generate, chat, serve, top, bench, plan, inspect_cmd, synth, trace, simulate, pull):
         module.register(sub)
     return parser
 
@@ -28,6 +28,7 @@ def parse(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.N
     if unknown:
         sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
         sub.choices[args.command].error(f"unrecognized arguments: {' '.join(unknown)}")
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # as given: serve --config lets them win over the file
     return args
 
 

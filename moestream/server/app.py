@@ -43,7 +43,7 @@ from .chat_output import ChatOutput
 from .chat_plan import capabilities, plan_chat
 from .openai_responses import ResponsesRender, parse_response_request
 from .toolformats import OutputParser
-from .worker import EngineWorker, Served
+from .worker import EngineWorker, ModelSwitched, Served
 
 MAX_BODY_BYTES = 4 << 20
 CLIENT_GONE = 499  # nginx's "client closed request": what a request whose client left is counted as
@@ -58,9 +58,14 @@ class ServerApp:
     """The ASGI app uvicorn runs: the routes, inside a layer that counts every response by endpoint and status
     (5xx included: Starlette's last-resort 500 passes through here too) and knows how many requests are in flight."""
 
-    def __init__(self, inner: Starlette, worker: EngineWorker, metrics: Metrics):
-        self.inner, self.worker, self.metrics = inner, worker, metrics
+    def __init__(self, inner: Starlette, worker: EngineWorker, metrics: Metrics, api: "_Api | None" = None):
+        self.inner, self.worker, self.metrics, self._api = inner, worker, metrics, api
         self.in_flight = 0
+
+    def reconfigure(self, api_key: str | tuple[str, ...] | None, sampling: SamplingParams) -> None:
+        """A reload: the keys a request must bring and the sampling defaults, for every request from now on
+        (requests already running keep what they started with)."""
+        self._api.api_keys, self._api.sampling = _keys(api_key), sampling
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
@@ -106,12 +111,12 @@ def _endpoint(path: str) -> str:
     return "/v1/models/{model_id}" if path.startswith("/v1/models/") else "other"
 
 
-def create_app(worker: EngineWorker, metrics: Metrics, api_key: str | None = None,
+def create_app(worker: EngineWorker, metrics: Metrics, api_key: str | tuple[str, ...] | None = None,
                max_body: int = MAX_BODY_BYTES, ui: bool = False,
                sampling: SamplingParams = P.SERVER_SAMPLING) -> ServerApp:
-    """ui: serve the chat page (server/static/, no build step, nothing fetched from elsewhere) at /; sampling: the
-    defaults for what a request leaves out."""
-    api = _Api(worker, metrics, api_key, max_body, sampling)
+    """api_key: the key (or keys) a request must bring, or None; ui: serve the chat page (server/static/, no build
+    step, nothing fetched from elsewhere) at /; sampling: the defaults for what a request leaves out."""
+    api = _Api(worker, metrics, _keys(api_key), max_body, sampling)
     routes = [Route("/health", api.health), Route("/metrics", api.metrics),
               Route("/v1/models", api.models), Route("/v1/models/{model_id:path}", api.model),
               Route("/v1/chat/completions", api.chat, methods=["POST"]),
@@ -130,7 +135,11 @@ def create_app(worker: EngineWorker, metrics: Metrics, api_key: str | None = Non
         worker.stop(0.0)  # the drain (serve.py) has already let running requests finish, then ended the rest
 
     inner = Starlette(routes=routes, exception_handlers=handlers, lifespan=lifespan)
-    return ServerApp(inner, worker, metrics)
+    return ServerApp(inner, worker, metrics, api)
+
+
+def _keys(api_key: str | tuple[str, ...] | list[str] | None) -> tuple[str, ...]:
+    return (api_key,) if isinstance(api_key, str) else tuple(api_key or ())
 
 
 STATIC_DIR = Path(__file__).parent / "static"
@@ -180,10 +189,10 @@ RENDERERS = {"chat": OpenAIRender, "text": OpenAIRender, "messages": AnthropicRe
 
 
 class _Api:
-    def __init__(self, worker: EngineWorker, metrics: Metrics, api_key: str | None, max_body: int,
+    def __init__(self, worker: EngineWorker, metrics: Metrics, api_keys: tuple[str, ...], max_body: int,
                  sampling: SamplingParams):
-        self.worker, self.m, self.api_key, self.max_body = worker, metrics, api_key, max_body
-        self.sampling = sampling
+        self.worker, self.m, self.max_body = worker, metrics, max_body
+        self.api_keys, self.sampling = api_keys, sampling  # replaced whole by a reload (ServerApp.reconfigure)
 
     # ---- plain endpoints -------------------------------------------------------------------------------------
 
@@ -229,9 +238,18 @@ class _Api:
 
     async def _complete(self, request: Request, kind: str) -> Response:
         """Every generating endpoint: parse and plan the request off the event loop, run it through the engine,
-        and answer whole or as server-sent events in `kind`'s API (`render`)."""
-        served = self._served(request, kind)
+        and answer whole or as server-sent events in `kind`'s API (`render`). While the server switches models
+        (a reload) a new request waits for the new one; one prepared just before the switch is prepared again."""
+        await self.worker.settled()
+        served = self._served(request, kind)  # now: a request begun before a shutdown may still finish
         raw = await self._read_body(request)
+        while True:
+            try:
+                return await self._complete_on(served, request, raw, kind)
+            except ModelSwitched:
+                served = self._served(request, kind)
+
+    async def _complete_on(self, served: Served, request: Request, raw: bytes, kind: str) -> Response:
         prep = await self._prepare(raw, served, kind)
         opt = prep.parsed.options
         ereq = self._engine_request(opt, prep.prompt, served, prep.constraint)
@@ -240,8 +258,8 @@ class _Api:
         render = RENDERERS[kind](reply, prep, served.tokenizer)
         try:
             if opt.stream:
-                return await self._stream(request, reply, ereq, output, render)
-            work = self._collect(reply, self.worker.stream(ereq), output)
+                return await self._stream(request, served, reply, ereq, output, render)
+            work = self._collect(reply, self.worker.stream(ereq, served), output)
             result = await _unless_disconnected(request, work)
         except QueueFull:
             raise P.overloaded() from None
@@ -250,9 +268,9 @@ class _Api:
         REQUEST_LOG.info(reply.log_line(request.url.path) + ("" if result is not None else " · client left"))
         return Response(status_code=CLIENT_GONE) if result is None else JSONResponse(render.whole())
 
-    async def _stream(self, request: Request, reply: Reply, ereq: EngineRequest, output: ChatOutput,
-                      render) -> Response:
-        events = self.worker.stream(ereq)
+    async def _stream(self, request: Request, served: Served, reply: Reply, ereq: EngineRequest,
+                      output: ChatOutput, render) -> Response:
+        events = self.worker.stream(ereq, served)
         first = await _unless_disconnected(request, anext(events))  # QueueFull surfaces here, before the 200
         if first is None or first.finish_reason in ("error", "cancelled"):
             await events.aclose()
@@ -273,13 +291,14 @@ class _Api:
     def _check_key(self, request: Request, kind: str) -> None:
         """OpenAI's clients send `Authorization: Bearer KEY`, Anthropic's `x-api-key: KEY` (either is taken on the
         Messages endpoints, as proxies in front of them mix the two)."""
-        if self.api_key is None:
+        keys = self.api_keys
+        if not keys:
             return
         auth = request.headers.get("authorization", "")
         given = auth[7:].strip() if auth.lower().startswith("bearer ") else ""
         if kind in ("messages", "count_tokens") and not given:
             given = request.headers.get("x-api-key", "").strip()
-        if not secrets.compare_digest(given.encode(), self.api_key.encode()):
+        if not sum(secrets.compare_digest(given.encode(), key.encode()) for key in keys):  # each one compared
             raise P.unauthorized()
 
     async def _read_body(self, request: Request) -> bytes:
@@ -317,7 +336,7 @@ class _Api:
 
     @staticmethod
     def _known_model(name: str, served: Served) -> bool:
-        return name in (served.model_id, served.engine.path.name, str(served.engine.path))
+        return name in (served.model_id, served.engine.path.name, str(served.engine.path), *served.aliases)
 
     def _prompt(self, parsed: P.CompletionRequest, served: Served) -> tuple[list[int], str]:
         """A completion's prompt token ids, and the prompt text to echo (with echo only)."""

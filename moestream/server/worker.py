@@ -9,16 +9,25 @@ so a served request and `moestream generate` with the same seed produce the same
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
+from concurrent.futures import Future
 from dataclasses import dataclass
 
 from ..engine import Engine, EngineRequest, Scheduler, Tokenizer, TokenOut
 from ..errors import MoestreamError, QueueFull
 from .metrics import Metrics
 
-__all__ = ["EngineWorker", "QueueFull", "Served"]
+__all__ = ["EngineWorker", "ModelSwitched", "QueueFull", "Served"]
+
+LOG = logging.getLogger("moestream.server")
+SWITCH_POLL_S = 0.02
+
+
+class ModelSwitched(Exception):
+    """The request was prepared for a model the server no longer serves: prepare it again (app.py does)."""
 
 
 @dataclass
@@ -30,6 +39,7 @@ class Served:
     context_length: int
     model_id: str
     created: int
+    aliases: tuple[str, ...] = ()  # the names of the models a reload switched away from: clients keep working
 
 
 def served_context(engine: Engine) -> int:
@@ -48,6 +58,9 @@ class EngineWorker:
         self.closing = False
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._main, name="moestream-engine", daemon=True)
+        self._next: Served | None = None  # a model loaded by `switch_model`, waiting for the running ones to end
+        self._submit = threading.Lock()  # a submit and the switch never interleave
+        self._switched: Callable[[str | None], None] = lambda reason: None
 
     @property
     def ready(self) -> bool:
@@ -64,8 +77,9 @@ class EngineWorker:
             time.sleep(0.05)
         self.halt()
         self._thread.join(timeout=30)
-        if self.served is not None:
-            self.served.engine.close()
+        for served in (self.served, self._next):
+            if served is not None:
+                served.engine.close()
 
     def halt(self) -> None:
         """Any thread, without waiting: take no new requests, and end every running or waiting one with
@@ -84,22 +98,88 @@ class EngineWorker:
         self.scheduler, self.served = served.engine.scheduler, served
         if self._on_ready is not None:
             self._on_ready(served)
-        self.scheduler.run(self._stop)
+        while not self._stop.is_set():
+            self.scheduler.run(self._stop, until=self._switch_due)
+            if self._next is not None:
+                self._switch()
 
-    def _load(self) -> Served:
-        engine = self._open()
+    # ---- live changes (moestream serve's reload) -------------------------------------------------------------
+
+    def between_steps(self, task: Callable[[Engine], None]) -> Future:
+        """Run task(engine) on the engine thread between two steps; the Future holds its result or exception."""
+        done: Future = Future()
+
+        def run() -> None:
+            try:
+                done.set_result(task(self.served.engine))
+            except BaseException as exc:  # the caller reads it from the Future; the engine goes on
+                done.set_exception(exc)
+
+        self.scheduler.between_steps(run)
+        return done
+
+    @property
+    def switching(self) -> bool:
+        """A new model is loaded and waits for the running requests to end: new requests wait for it."""
+        return self._next is not None
+
+    def switch_model(self, open_engine: Callable[[], Engine], model_id: str,
+                     on_done: Callable[[str | None], None]) -> None:
+        """Load another model in the background while this one serves, then switch to it between steps once the
+        requests it runs have ended (new ones wait meanwhile, none fail). on_done(None) once switched, or
+        on_done(reason) if it could not load (this model keeps serving)."""
+        def load() -> None:
+            try:
+                served = self._load(open_engine, model_id, attach=False)
+            except Exception as exc:
+                on_done(str(exc) if isinstance(exc, MoestreamError) else f"{type(exc).__name__}: {exc}")
+                return
+            self._next, self._switched = served, on_done
+            self.scheduler.wake()
+
+        threading.Thread(target=load, name="moestream-model-load", daemon=True).start()
+
+    def _switch_due(self) -> bool:
+        return self._next is not None and self.scheduler.load == (0, 0)
+
+    def _switch(self) -> None:
+        """Engine thread, old scheduler idle: serve the new model; the old one is closed."""
+        with self._submit:
+            if self.scheduler.load != (0, 0):  # a request got in before the lock: finish it first
+                return
+            old, new = self.served, self._next
+            new.aliases = (*old.aliases, old.model_id, old.engine.path.name)
+            self._attach(new.engine)
+            self.scheduler, self.served, self.model_id, self._next = new.engine.scheduler, new, new.model_id, None
+        old.engine.close()
+        self._switched(None)
+
+    def _load(self, open_engine: Callable[[], Engine] | None = None, model_id: str | None = None,
+              attach: bool = True) -> Served:
+        engine = (open_engine or self._open)()
         try:
             _ = engine.template  # read now: a template that cannot load is a load error, not a 500 per request
-            served = Served(engine, engine.tokenizer, served_context(engine), self.model_id, int(time.time()))
+            served = Served(engine, engine.tokenizer, served_context(engine), model_id or self.model_id,
+                            int(time.time()))
         except BaseException:
             engine.close()
             raise
-        engine.scheduler.on_step = self.metrics.on_step
-        self.metrics.attach(engine.cache, lambda: engine.scheduler.load, engine.scheduler.prompt_cache)
+        if attach:
+            self._attach(engine)
         return served
 
-    async def stream(self, req: EngineRequest) -> AsyncIterator[TokenOut]:
-        """Submit `req` and yield its events; leaving the iterator early (client gone) cancels the request."""
+    def _attach(self, engine: Engine) -> None:
+        engine.scheduler.on_step = self.metrics.on_step
+        self.metrics.attach(engine.cache, lambda: engine.scheduler.load, engine.scheduler.prompt_cache)
+
+    async def settled(self) -> None:
+        """Wait while a model switch is due (a request arriving then runs on the new model)."""
+        while self._next is not None and not self.closing:
+            await asyncio.sleep(SWITCH_POLL_S)
+
+    async def stream(self, req: EngineRequest, served: Served | None = None) -> AsyncIterator[TokenOut]:
+        """Submit `req` (prepared for `served`, default the current model) and yield its events; leaving the
+        iterator early (client gone) cancels the request. ModelSwitched: `served` is no longer the model."""
         loop, queue = asyncio.get_running_loop(), asyncio.Queue()
 
         def deliver(ev: TokenOut) -> None:  # engine thread
@@ -109,7 +189,11 @@ class EngineWorker:
                 req.cancelled = True
 
         req.on_event = deliver
-        self.scheduler.submit(req)  # QueueFull propagates: the app answers 429
+        with self._submit:
+            if served is not None and served is not self.served:
+                raise ModelSwitched()
+            scheduler = self.scheduler
+            scheduler.submit(req)  # QueueFull propagates: the app answers 429
         try:
             while True:
                 ev = await queue.get()
@@ -117,4 +201,4 @@ class EngineWorker:
                 if ev.finish_reason:
                     return
         finally:
-            self.scheduler.cancel(req)  # no-op once finished; frees the slot at the next step otherwise
+            scheduler.cancel(req)  # no-op once finished; frees the slot at the next step otherwise
