@@ -3,7 +3,12 @@ queue depth. Cache counters are read from the cache's own statistics at scrape t
 
 Every HTTP response is counted by endpoint and status where it leaves the app (`app.py`), 5xx included, so no
 error path can forget it. State kept between scrapes is bounded: generated tokens are counted per second of a
-window that drops old seconds as new ones begin, so a server nobody scrapes holds at most a dozen entries."""
+window that drops old seconds as new ones begin, so a server nobody scrapes holds at most a dozen entries.
+
+Per-layer lookups and hits (what `moestream top` draws as its layer strip) are read for the layers the store has
+experts in, by key, never by iterating the engine thread's counters (a dict that gains a key mid-iteration raises).
+Memory is read from /proc (and the memory cgroup) at scrape time: a few small file reads, nothing on the decode
+path."""
 
 from __future__ import annotations
 
@@ -14,7 +19,7 @@ from collections import deque
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-from ..engine import StepInfo
+from ..engine import StepInfo, available_memory, rss_bytes
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 THROUGHPUT_WINDOW_S = 10.0
@@ -45,6 +50,7 @@ class Metrics:
         self._prompt_cache = None
         r.register(_CacheCollector(self))
         r.register(_PromptCacheCollector(self))
+        r.register(_MemoryCollector())
 
     def attach(self, cache, load, prompt_cache=None) -> None:
         """cache: the ExpertCache (or None); load: () -> (running, waiting); prompt_cache: the PromptCache or None."""
@@ -92,11 +98,15 @@ class Metrics:
 
 
 class _CacheCollector:
-    """Expert-cache counters straight from CacheStats."""
+    """Expert-cache counters straight from CacheStats, per layer too, and the cache's sizes."""
 
     FIELDS = (("lookups", "expert lookups"), ("hits", "expert cache hits"), ("misses", "expert cache misses"),
               ("evictions", "experts evicted"), ("bytes_read", "bytes read from the model file"),
               ("read_errors", "failed expert reads"))
+
+    SIZES = (("bytes", "used_bytes", "bytes of expert cache slots holding an expert or a read in flight"),
+             ("allocated_bytes", "allocated_bytes", "bytes of expert cache slots made so far, in use or free"),
+             ("budget_bytes", "budget_bytes", "the expert cache's byte budget (--ram-budget)"))
 
     def __init__(self, metrics: Metrics):
         self.metrics = metrics
@@ -107,6 +117,33 @@ class _CacheCollector:
             family = CounterMetricFamily(f"moestream_cache_{name}", doc)
             family.add_metric([], getattr(cache.stats, name) if cache is not None else 0)
             yield family
+        yield from self._per_layer(cache)
+        for name, attr, doc in self.SIZES:
+            family = GaugeMetricFamily(f"moestream_cache_{name}", doc)
+            family.add_metric([], getattr(cache, attr) if cache is not None else 0)
+            yield family
+
+    @staticmethod
+    def _per_layer(cache):
+        lookups = CounterMetricFamily("moestream_cache_layer_lookups", "expert lookups by layer", labels=["layer"])
+        hits = CounterMetricFamily("moestream_cache_layer_hits", "expert cache hits by layer", labels=["layer"])
+        for layer in cache.store.layers if cache is not None else ():
+            lookups.add_metric([str(layer)], cache.stats.layer_lookups.get(layer, 0))
+            hits.add_metric([str(layer)], cache.stats.layer_hits.get(layer, 0))
+        return lookups, hits
+
+
+class _MemoryCollector:
+    """This process's resident set and the memory it could still get."""
+
+    def collect(self):
+        rss = GaugeMetricFamily("moestream_process_resident_bytes", "resident set of the server process")
+        rss.add_metric([], rss_bytes())
+        yield rss
+        room = GaugeMetricFamily("moestream_memory_available_bytes",
+                                 "bytes this process could still use: MemAvailable, or less under a cgroup limit")
+        room.add_metric([], available_memory())
+        yield room
 
 
 class _PromptCacheCollector:
