@@ -6,7 +6,8 @@ Measured, in a few seconds each:
   time of a lookup of j misses is fitted as t(j) = latency + j * per_expert (two means, two unknowns).
 - compute: a short decode (random prompt, temperature 1) with the budget being planned, on the real engine, after
   bench's own warm-up; per token, the mean step time less the time spent blocked on reads (the run summary's
-  split). With a budget holding every expert, the warm-up reads them all (the file's experts at read speed).
+  split), over runs as long as the context allows until three seconds of decode were measured. With a budget
+  holding every expert, the warm-up reads them all (the file's experts at read speed).
 The prediction (stated, so it can be checked): per token, compute + for every MoE layer the expected read stall:
 with j ~ Binomial(top-k, 1 - h) misses, read together while the k - j hits are computed (first-ready order),
 max(0, latency + j * per_expert - (k - j) / k * layer compute), a layer's compute taken as an equal share of the
@@ -37,6 +38,8 @@ from .streaming import open_cache
 READ_SECONDS = 3.0
 COMPUTE_TOKENS = 32
 COMPUTE_PROMPT = 64
+COMPUTE_SECONDS = 3.0  # decode measured in all (one short run swings +-20 % on these VMs)
+MAX_COMPUTE_RUNS = 20
 
 
 @dataclass(frozen=True)
@@ -90,13 +93,18 @@ def _fit(times: dict[int, list[float]], k: int, slot: int) -> ReadModel:
 
 
 def measure_compute(path: str, config: EngineConfig, seed: int = 0) -> tuple[float, dict]:
-    """(seconds of compute per decoded token, the run summary) of a short decode with `config`'s budget, after
-    bench's warm-up (every expert read first when the budget holds them all, then an untimed run)."""
+    """(seconds of compute per decoded token, the last run summary) of short decodes with `config`'s budget, after
+    bench's warm-up (every expert read first when the budget holds them all, then an untimed run); more runs
+    (each as long as the context allows) until COMPUTE_SECONDS of decode were measured."""
     with Engine.open(path, config) as engine:
         n_prompt = max(min(COMPUTE_PROMPT, engine.context_length - COMPUTE_TOKENS - 1), 1)
         result = engine.bench(n_prompt, COMPUTE_TOKENS, seed, warmup=True)
-    per_token = result["decode_seconds"] / result["decode_tokens"]
-    return per_token - result["io_wait_ms_per_token"] / 1e3, result  # mean: decode tok/s is a mean too
+        runs = [result]
+        n_more = max(engine.context_length - n_prompt - 1, COMPUTE_TOKENS)
+        while sum(r["decode_seconds"] for r in runs) < COMPUTE_SECONDS and len(runs) < MAX_COMPUTE_RUNS:
+            runs.append(engine.bench(n_prompt, n_more, seed + len(runs), warmup=False))
+    seconds = sum(r["decode_seconds"] - r["io_wait_ms_per_token"] * r["decode_tokens"] / 1e3 for r in runs)
+    return seconds / sum(r["decode_tokens"] for r in runs), runs[-1]  # a mean: decode tok/s is a mean too
 
 
 def hit_rate(slots: int, n_total: int, profile: list[list[int]] | None = None) -> float:
