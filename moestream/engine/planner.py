@@ -6,7 +6,7 @@ Measured, in a few seconds each:
   time of a lookup of j misses is fitted as t(j) = latency + j * per_expert (two means, two unknowns).
 - compute: a short decode (random prompt, temperature 1) with the budget being planned, on the real engine, after
   bench's own warm-up; per token, the mean step time less the time spent blocked on reads (the run summary's
-  split), over runs as long as the context allows until three seconds of decode were measured. With a budget
+  split), over runs of up to 160 tokens until three seconds of decode were measured. With a budget
   holding every expert, the warm-up reads them all (the file's experts at read speed).
 The prediction (stated, so it can be checked): per token, compute + for every MoE layer the expected read stall:
 with j ~ Binomial(top-k, 1 - h) misses, read together while the k - j hits are computed (first-ready order),
@@ -40,6 +40,7 @@ COMPUTE_TOKENS = 32
 COMPUTE_PROMPT = 64
 COMPUTE_SECONDS = 3.0  # decode measured in all (one short run swings +-20 % on these VMs)
 MAX_COMPUTE_RUNS = 20
+RUN_TOKENS = 160  # decode tokens per measured run, as the context allows (a longer one computes longer attention)
 
 
 @dataclass(frozen=True)
@@ -94,13 +95,13 @@ def _fit(times: dict[int, list[float]], k: int, slot: int) -> ReadModel:
 
 def measure_compute(path: str, config: EngineConfig, seed: int = 0) -> tuple[float, dict]:
     """(seconds of compute per decoded token, the last run summary) of short decodes with `config`'s budget, after
-    bench's warm-up (every expert read first when the budget holds them all, then an untimed run); more runs
-    (each as long as the context allows) until COMPUTE_SECONDS of decode were measured."""
+    bench's warm-up (every expert read first when the budget holds them all, then an untimed run); more runs of
+    RUN_TOKENS (or what the context allows) until COMPUTE_SECONDS of decode were measured."""
     with Engine.open(path, config) as engine:
         n_prompt = max(min(COMPUTE_PROMPT, engine.context_length - COMPUTE_TOKENS - 1), 1)
         result = engine.bench(n_prompt, COMPUTE_TOKENS, seed, warmup=True)
         runs = [result]
-        n_more = max(engine.context_length - n_prompt - 1, COMPUTE_TOKENS)
+        n_more = max(min(engine.context_length - n_prompt - 1, RUN_TOKENS), COMPUTE_TOKENS)
         while sum(r["decode_seconds"] for r in runs) < COMPUTE_SECONDS and len(runs) < MAX_COMPUTE_RUNS:
             runs.append(engine.bench(n_prompt, n_more, seed + len(runs), warmup=False))
     seconds = sum(r["decode_seconds"] - r["io_wait_ms_per_token"] * r["decode_tokens"] / 1e3 for r in runs)
