@@ -35,7 +35,7 @@ from collections import Counter
 from typing import Iterator
 
 from ..errors import ConfigError
-from .config import human_bytes
+from ..telemetry.units import human_bytes, spans
 from ..formats.weight import ExpertWeights
 from ..store.experts import ExpertStore
 from ..store.reader import ExpertReadError, ReadCancelled, ReadJob, Reader
@@ -455,7 +455,7 @@ class ExpertCache:
     def _check_key(self, layer: int, e: int) -> None:
         if not (layer in self.store.layers and 0 <= e < self.store.n_experts):
             raise ConfigError(f"cannot pin expert {e} of layer {layer}: the model's layers with experts are "
-                              f"{_spans(self.store.layers)}, {self.store.n_experts} experts each")
+                              f"{spans(self.store.layers)}, {self.store.n_experts} experts each")
 
     @property
     def resident_experts(self) -> int:
@@ -497,14 +497,3 @@ class ExpertCache:
         except ExpertReadError:
             pass  # a stuck device: closing the reader is all that is left to do
         self._reap_prefetches()
-
-
-def _spans(layers: tuple[int, ...]) -> str:
-    """(1, 2, 3, 5) -> '1-3, 5'."""
-    out, start = [], None
-    for i, layer in enumerate(layers):
-        start = layer if start is None else start
-        if i + 1 == len(layers) or layers[i + 1] != layer + 1:
-            out.append(str(start) if start == layer else f"{start}-{layer}")
-            start = None
-    return ", ".join(out)
