@@ -43,3 +43,7 @@ class QueueFull(MoestreamError):
 
 class SchedulerClosed(MoestreamError):
     """The engine loop has stopped (shutdown): it takes no more requests."""
+
+
+class ShardError(MoestreamError):
+    """Expert sharding: a rank that disagrees, cannot be reached, died or stopped answering."""

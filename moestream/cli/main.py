@@ -10,6 +10,7 @@ import warnings
 from .. import __version__
 from ..errors import MoestreamError
 from . import bench, chat, generate, inspect_cmd, plan, pull, serve, simulate, synth, top, trace
+from .options import run_as_expert_rank
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -40,6 +41,8 @@ def main(argv: list[str] | None = None) -> int:
     warnings.formatwarning = _one_line_warning
     args = parse(build_parser(), argv)
     try:
+        if run_as_expert_rank(args):
+            return 0
         return args.run(args)
     except MoestreamError as exc:
         print(f"moestream: error: {exc}", file=sys.stderr)

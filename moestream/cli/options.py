@@ -11,8 +11,9 @@ import json
 import sys
 
 from ..assets import DESCRIPTION, default_model_path
-from ..engine import (CACHE_POLICIES, DEFAULT_CONTEXT_CAP, DEFAULT_THRESHOLDS, DRAFT_MODES, PREDICTORS, CacheConfig,
-                      EngineConfig, SamplingParams, human_bytes, parse_bytes)
+from ..engine import (CACHE_POLICIES, DEFAULT_CONTEXT_CAP, DEFAULT_SHARD_TIMEOUT, DEFAULT_THRESHOLDS, DRAFT_MODES,
+                      PREDICTORS, CacheConfig, EngineConfig, SamplingParams, ShardConfig, expert_rank, human_bytes,
+                      parse_bytes, run_expert_rank)
 from ..errors import ConfigError
 
 ENGINE, CACHE, SAMPLING = EngineConfig(), CacheConfig(), SamplingParams()  # the defaults
@@ -64,7 +65,29 @@ def engine_config(args: argparse.Namespace, **fields) -> EngineConfig:
     """The EngineConfig of the -c/-t, streaming and draft flags; `fields` sets the others (batch limits, progress)."""
     return EngineConfig(cache=cache_config(args), threads=args.threads, context_length=args.ctx_size,
                         draft=_draft_mode(args), draft_model=getattr(args, "draft_model", ENGINE.draft_model),
-                        draft_tokens=getattr(args, "draft_tokens", ENGINE.draft_tokens), **fields)
+                        draft_tokens=getattr(args, "draft_tokens", ENGINE.draft_tokens), shard=shard_config(args),
+                        **fields)
+
+
+def shard_config(args: argparse.Namespace) -> ShardConfig | None:
+    """--shard experts: the plan and timeout every rank uses (a --profile balances the plan by routing counts)."""
+    if getattr(args, "shard", None) is None:
+        return None
+    profile = None
+    if args.profile:
+        counts = _read_json(args.profile, "--profile").get("routing_counts")
+        if not counts:
+            raise ConfigError(f"{args.profile} has no routing_counts; write one with --stats-json")
+        profile = tuple(tuple(row) for row in counts)
+    return ShardConfig(plan_file=args.shard_plan, profile=profile, timeout=args.shard_timeout)
+
+
+def run_as_expert_rank(args: argparse.Namespace) -> bool:
+    """Under `--shard experts`, ranks other than 0 serve their experts here instead of running the command."""
+    if getattr(args, "shard", None) is None or expert_rank() == 0:
+        return False
+    run_expert_rank(model_path(args), cache_config(args), args.threads, shard_config(args))
+    return True
 
 
 def say_context(engine) -> None:
@@ -166,6 +189,19 @@ def add_cache_flags(p: argparse.ArgumentParser) -> None:
                    help="keep the N most used experts of --profile in RAM")
     g.add_argument("--profile", metavar="FILE", help="routing profile: a --stats-json file from an earlier run")
     g.add_argument("--stats-json", metavar="FILE", help="write the run summary as JSON")
+    add_shard_flags(p)
+
+
+def add_shard_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("expert sharding (under torchrun; docs/sharding.md)")
+    g.add_argument("--shard", choices=("experts",), default=None,
+                   help="experts: every torchrun rank owns a share of each layer's experts in its own cache; rank 0 "
+                        "runs the rest and the command, the others serve their experts")
+    g.add_argument("--shard-plan", metavar="FILE", default=None,
+                   help='JSON {"owners": {"<layer>": [rank of each expert]}} (default: balanced by bytes, or by '
+                        "--profile's routing counts)")
+    g.add_argument("--shard-timeout", type=float, default=DEFAULT_SHARD_TIMEOUT, metavar="SECONDS",
+                   help="a rank that does not answer within this is failed (default %(default)g)")
 
 
 def cache_config(args: argparse.Namespace) -> CacheConfig:

@@ -22,6 +22,8 @@ from .model_size import model_size, preset_size
 from .planner import Plan, make_plan
 from .sizing import OS_RESERVE, Machine, ModelSize, auto_budget, memory_need, minimum_budget
 from .sampling import GREEDY, SamplingParams
+from .sharded import DEFAULT_TIMEOUT as DEFAULT_SHARD_TIMEOUT, ShardConfig, run_expert_rank
+from ..shard.setup import expert_rank
 from .scheduler import EngineRequest, Scheduler, StepInfo, TokenOut
 from .simulation import POLICY_NAMES, PrefetchSpec, budget_slots, hit_rates, prefetch_rates
 from .trace import read_trace
@@ -29,7 +31,7 @@ from .trace import read_trace
 CACHE_POLICIES = tuple(POLICIES)
 
 __all__ = [
-    "CACHE_POLICIES", "DEFAULT_CONTEXT_CAP", "OS_RESERVE", "Machine", "ModelSize", "auto_budget", "memory_need",
+    "CACHE_POLICIES", "DEFAULT_SHARD_TIMEOUT", "ShardConfig", "expert_rank", "run_expert_rank", "DEFAULT_CONTEXT_CAP", "OS_RESERVE", "Machine", "ModelSize", "auto_budget", "memory_need",
     "minimum_budget", "model_size", "preset_size", "Plan", "make_plan", "available_memory", "rss_bytes", "DEFAULT_THRESHOLDS", "DRAFT_MODES", "GREEDY", "POLICY_NAMES",
     "PREDICTORS", "PRESETS", "QTYPES", "CacheConfig", "ChatTemplate", "Constraint", "Engine", "EngineConfig",
     "EngineRequest", "GenerationStats", "GrammarError", "ModelInfo", "PrefetchSpec", "QueueFull", "SamplingParams",

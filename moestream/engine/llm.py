@@ -40,6 +40,8 @@ from .loader import DEFAULT_CONTEXT_CAP, LoadedModel, load_model
 from .prompt_cache import PromptCache
 from .prompt_disk import PromptDisk, model_key
 from .report import StepMeter, run_summary
+from .shard_report import rank0_counters, shard_summary
+from .sharded import ShardConfig
 from .sampling import SamplingParams
 from .scheduler import MAX_BATCH, MAX_WAITING, PREFILL_CHUNK, Scheduler
 from .trace import RoutingRecorder, trace_header
@@ -62,6 +64,7 @@ class EngineConfig:
     prompt_cache: int = 0  # bytes of earlier requests' KV rows kept for reuse by prefix (engine/prompt_cache.py)
     prompt_cache_dir: str | None = None  # where the prompt cache also keeps its blocks, across restarts
     prompt_cache_disk: int = 10 << 30  # bytes the prompt cache may keep in prompt_cache_dir
+    shard: ShardConfig | None = None  # --shard experts: this is rank 0 of a torchrun job (engine/sharded.py)
 
     def __post_init__(self) -> None:
         if not isinstance(self.cache, CacheConfig):
@@ -146,7 +149,7 @@ class Engine:
     def open(cls, path: str | Path, config: EngineConfig = EngineConfig(), reader=None) -> Engine:
         """reader: a store Reader to use instead of the configured one (tests inject faults)."""
         lm = load_model(path, progress=config.progress, threads=config.threads, cache=config.cache, reader=reader,
-                        context=config.context_length, sequences=config.max_batch)
+                        context=config.context_length, sequences=config.max_batch, shard=config.shard)
         draft = None
         try:
             if config.draft_model is not None:  # resident or cached as it fits: it is meant to be small
@@ -230,7 +233,23 @@ class Engine:
     def summary(self) -> dict:
         """The run summary of every generate() so far: speed, cache, I/O, memory (report.py)."""
         return run_summary(self.lm, self._prompt_tokens, self._prefill_seconds, self._meter) | self._draft_summary(
-            self.scheduler)
+            self.scheduler) | self._shard_summary()
+
+    def _shard_summary(self) -> dict:
+        out = shard_summary(self.lm.sharding)
+        if out:
+            out["shard_ranks"][0].update(rank0_counters(self._meter_summary_base()))
+        return out
+
+    def _meter_summary_base(self) -> dict:
+        s = self.lm.cache.stats if self.lm.cache is not None else None
+        return {} if s is None else {"lookups": s.lookups, "hits": s.hits, "hit_rate": s.hit_rate,
+                                     "bytes_read": s.bytes_read, "io_wait_seconds": s.io_wait_seconds}
+
+    @property
+    def fault(self) -> str | None:
+        """Why this engine cannot compute any more (an expert rank failed: /health says so), or None."""
+        return self.lm.fault
 
     def _draft_summary(self, sched: Scheduler) -> dict:
         """Speculative decoding: the mode, tokens drafted, and the share of them the model kept."""

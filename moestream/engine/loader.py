@@ -26,6 +26,8 @@ from ..telemetry import rss_bytes
 from ..prefetch.lookahead import Prefetcher
 from ..prefetch.predictors import DEFAULT_THRESHOLDS, make_predictor
 from .sizing import kv_bytes_per_token
+from ..errors import ConfigError
+from .sharded import ShardConfig, Sharding, attach, open_rank0
 from .streaming import open_cache
 
 DEFAULT_CONTEXT_CAP = 4096  # without --ctx-size: the model's context, at most this (KV caches grow on demand)
@@ -77,12 +79,21 @@ class LoadedModel:
     resident_bytes: int
     cache: ExpertCache | None = None  # None: no experts, or read through the memory map
     rss_after_load: int = 0
+    sharding: Sharding | None = None  # rank 0 of an expert-sharded run
+
+    @property
+    def fault(self) -> str | None:
+        """Why the model cannot compute any more (an expert rank failed), or None."""
+        link = self.sharding.link if self.sharding is not None else None
+        return link.fault if link is not None else None
 
     @property
     def expert_bytes(self) -> int:
         return self.experts.total_nbytes() if self.experts else 0
 
     def close(self) -> None:
+        if self.sharding is not None:
+            self.sharding.close()
         if self.cache is not None:
             self.cache.close()
 
@@ -121,11 +132,31 @@ def _vocab_size(gguf: GGUFFile) -> int | None:
 
 def load_model(path: str | Path, progress: bool = True, threads: int | None = None,
                cache: CacheConfig = CacheConfig(), reader=None, context: int | None = None,
-               sequences: int = 1) -> LoadedModel:
+               sequences: int = 1, shard: ShardConfig | None = None) -> LoadedModel:
     """threads: for the native kernels (default: one per core available to this process). context, sequences:
     the KV caches an automatic budget leaves room for (default: the model's context capped, one sequence).
-    cache: how experts are streamed; reader: a Reader to use instead of the configured one (tests inject faults)."""
+    cache: how experts are streamed; reader: a Reader to use instead of the configured one (tests inject faults).
+    shard: this is rank 0 of an expert-sharded run (engine/sharded.py): its cache holds only its own experts."""
     info = check_model(open_gguf(path))
+    sharding = _join(info, shard, cache)
+    try:
+        return _load(path, info, progress, threads, cache, reader, context, sequences, sharding)
+    except BaseException:
+        if sharding is not None:
+            sharding.close()
+        raise
+
+
+def _join(info: ModelInfo, shard: ShardConfig | None, cache: CacheConfig) -> Sharding | None:
+    if shard is None:
+        return None
+    if cache.mmap:
+        raise ConfigError("--shard experts streams each rank's experts through its cache; drop --mmap")
+    return open_rank0(info, shard)
+
+
+def _load(path, info: ModelInfo, progress: bool, threads: int | None, cache: CacheConfig, reader, context: int | None,
+          sequences: int, sharding: Sharding | None) -> LoadedModel:
     resident = _load_resident(info.gguf, info.resident_names, progress)
     source = expert_cache = None
     if info.experts is not None:
@@ -134,20 +165,23 @@ def load_model(path: str | Path, progress: bool = True, threads: int | None = No
         else:
             kv = kv_bytes_per_token(info.args) * (context or min(info.args.context_length, DEFAULT_CONTEXT_CAP))
             source = expert_cache = open_cache(info.gguf.paths, info.experts, info.args.n_experts_used, cache, reader,
-                                               kv_reserve=kv * sequences)
+                                               kv_reserve=kv * sequences,
+                                               n_owned=sharding.plan.count(0) if sharding else None)
     try:
         model = _build(info, resident, source, threads, cache.repack != "off")
         if expert_cache is not None:
-            _install_packer(model, expert_cache, cache.repack)
+            _install_packer(model.compute, expert_cache, cache.repack)
         if expert_cache is not None and cache.prefetch:
-            _install_prefetch(model, expert_cache, cache)
+            _install_prefetch(model, expert_cache, cache, sharding.owned if sharding else None)
+        if sharding is not None:
+            attach(model, sharding)
     except BaseException:
         if expert_cache is not None:
             expert_cache.close()  # its reader threads and ring would outlive a failed load
         raise
     info.gguf.release_pages()  # header pages (vocabulary strings) are parsed already
     return LoadedModel(Path(path), info.gguf, info.args, info.spec, model, info.experts, info.resident_bytes,
-                       expert_cache, rss_bytes())
+                       expert_cache, rss_bytes(), sharding)
 
 
 def _build(info: ModelInfo, resident: dict[str, QuantWeight], source, threads: int | None,
@@ -160,11 +194,11 @@ def _build(info: ModelInfo, resident: dict[str, QuantWeight], source, threads: i
     return DecoderModel(info.args, info.spec, resident, source, compute)
 
 
-def _install_packer(model: DecoderModel, expert_cache, repack: str) -> None:
+def _install_packer(compute: Compute, expert_cache, repack: str) -> None:
     """--repack: "on" packs every expert as it is read; "auto" does so when the cache holds the whole model, else
     packs the hot ones (cache/expert_cache.py says why)."""
     mode = {"on": "read", "off": "off"}.get(repack, "read" if expert_cache.holds_all else "hot")
-    expert_cache.set_packer(model.compute.pack_expert, mode)
+    expert_cache.set_packer(compute.pack_expert, mode)
 
 
 def set_prefetch(lm: LoadedModel, cache: CacheConfig) -> None:
@@ -177,13 +211,16 @@ def set_prefetch(lm: LoadedModel, cache: CacheConfig) -> None:
         _install_prefetch(lm.model, lm.cache, cache)
 
 
-def _install_prefetch(model: DecoderModel, expert_cache, cache: CacheConfig) -> None:
+def _install_prefetch(model: DecoderModel, expert_cache, cache: CacheConfig,
+                      owned: dict[int, frozenset[int]] | None = None) -> None:
     a = model.args
     predictor = make_predictor(cache.predictor, a.n_layers, a.n_experts, a.n_experts_used, cache.prefetch_depth)
     threshold = cache.prefetch_threshold
     if threshold is None:
         threshold = DEFAULT_THRESHOLDS[cache.predictor]
-    Prefetcher(model, expert_cache, predictor, cache.prefetch_depth, threshold).install()
+    prefetcher = Prefetcher(model, expert_cache, predictor, cache.prefetch_depth, threshold)
+    prefetcher.owned = owned
+    prefetcher.install()
 
 
 def _load_resident(gguf: GGUFFile, names: list[str], progress: bool) -> dict[str, QuantWeight]:

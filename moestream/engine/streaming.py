@@ -46,9 +46,10 @@ def _notice_once(text: str) -> None:
 
 
 def open_cache(path, store: ExpertStore, n_used: int, config: CacheConfig, reader: Reader | None = None,
-               kv_reserve: int = 0) -> ExpertCache:
-    """kv_reserve: bytes the KV caches will take at full context, kept out of an automatic budget."""
-    budget = config.ram_budget or automatic_budget(store, n_used, kv_reserve)
+               kv_reserve: int = 0, n_owned: int | None = None) -> ExpertCache:
+    """kv_reserve: bytes the KV caches will take at full context, kept out of an automatic budget. n_owned: the
+    experts this rank owns (expert sharding): an automatic budget needs room for those only."""
+    budget = config.ram_budget or automatic_budget(store, n_used, kv_reserve, n_owned)
     room = available_memory()  # measured after the resident weights were loaded
     if config.ram_budget and config.ram_budget > room:
         warnings.warn(f"--ram-budget {human_bytes(config.ram_budget)} is more than the {human_bytes(max(room, 0))} "
@@ -71,12 +72,12 @@ def open_cache(path, store: ExpertStore, n_used: int, config: CacheConfig, reade
     return cache
 
 
-def automatic_budget(store: ExpertStore, n_used: int, kv_reserve: int) -> int:
+def automatic_budget(store: ExpertStore, n_used: int, kv_reserve: int, n_owned: int | None = None) -> int:
     """`--ram-budget auto`: every expert if they fit, else what sizing.auto_budget leaves (the resident weights
     are loaded already, so the free memory measured now has paid for them). Too little is refused with the
     numbers."""
     slot = SlotLayout(store).slot_size
-    size = ModelSize(0, store.n_total, slot, n_used, kv_bytes_per_token=kv_reserve)  # KV: for one "token"
+    size = ModelSize(0, n_owned or store.n_total, slot, n_used, kv_bytes_per_token=kv_reserve)  # KV: one "token"
     free, cgroup_room = memory_facts()
     budget = auto_budget(size, Machine(free, cgroup_room, rss_bytes()), context=1, sequences=1)
     if budget < minimum_budget(size):

@@ -26,6 +26,7 @@ class ExpertFFNs:
 
     def __init__(self, layer: int, source: ExpertSource, compute: Compute | None = None):
         self.layer, self.source, self.compute = layer, source, compute or Compute()
+        self.remote = None  # expert sharding (shard/remote.py): other ranks' experts, computed there
 
     def __call__(self, x: torch.Tensor, topk_ids: torch.Tensor, topk_weights: torch.Tensor) -> torch.Tensor:
         # x: [T, D]; topk_ids, topk_weights: [T, k]
@@ -33,13 +34,29 @@ class ExpertFFNs:
         experts, offsets, pairs = group_by_expert(topk_ids)
         out = torch.empty(T * k, D, dtype=torch.float32)  # one row per (token, slot); every row gets written
         w_flat = topk_weights.flatten().to(torch.float32)
+        local, remote = list(range(len(experts))), None
+        if self.remote is not None:
+            local, remote = self.remote.send(self.layer, experts, offsets, pairs, x, w_flat, k)
+        try:
+            self._compute(x, [experts[i] for i in local], local, offsets, pairs, w_flat, out, k)
+        except BaseException:
+            if remote is not None:
+                remote.drain()
+            raise
+        for _, dest, rows in remote.wait() if remote is not None else ():
+            out[dest] = rows
+        return out.view(T, k, D).sum(1)
+
+    def _compute(self, x, experts: list[int], index: list[int], offsets, pairs, w_flat, out, k: int) -> None:
+        """The experts computed here; index[i]: experts[i]'s place among the layer's routed experts."""
+        if not experts:
+            return
         for batch in self.source.acquire(self.layer, experts):
             for part in by_layout(batch):
-                dest, sub_offsets = _batch_pairs([i for i, _ in part], offsets, pairs)
+                dest, sub_offsets = _batch_pairs([index[i] for i, _ in part], offsets, pairs)
                 y = self.compute.moe_ffn(x[dest // k], [w for _, w in part], sub_offsets,
                                          torch.arange(len(dest), dtype=torch.int32), w_flat[dest])
                 out[dest] = y
-        return out.view(T, k, D).sum(1)
 
 
 def by_layout(batch: list[tuple[int, ExpertWeights]]) -> list[list[tuple[int, ExpertWeights]]]:

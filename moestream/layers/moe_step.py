@@ -23,7 +23,7 @@ from ..formats.weight import ExpertWeights
 from ..kernels import cpu
 from ..kernels.cpu import moe_step as native
 from ..kernels.dispatch import Compute
-from .experts import ExpertFFNs, by_layout
+from .experts import ExpertFFNs, by_layout, group_by_expert
 from .grouped_router import GroupLimitedRouter
 from .moe import MoEBlock, Router, SharedExpert
 from .norm import RMSNorm
@@ -38,6 +38,7 @@ class NativeMoEStep:
     def __init__(self, moe: MoEBlock, source, kernel: native.MoELayer, workspace: native.Workspace, threads: int):
         self.moe, self.source, self.kernel, self.ws, self.threads = moe, source, kernel, workspace, threads
         self.layer = moe.experts.layer
+        self.remote = None  # expert sharding (shard/remote.py): other ranks' experts, computed there
 
     @classmethod
     def build(cls, norm: RMSNorm, moe: MoEBlock, compute: Compute,
@@ -71,18 +72,47 @@ class NativeMoEStep:
             return x.clone()  # no token: nothing to route
         x = native.check_x(self.kernel, x)
         tap = self.moe.on_route
-        experts, ids, probs = native.route(self.kernel, self.ws, x, self.threads, tap is not None)
+        experts, ids, probs = native.route(self.kernel, self.ws, x, self.threads,
+                                           tap is not None or self.remote is not None)
         if tap is not None:
             tap(self.layer, ids, probs)
         out = torch.empty_like(x) if out is None else out
+        if self.remote is not None:
+            return self._sharded(x, out, experts, ids)
         done = False
         for batch in self.source.acquire(self.layer, experts):
             for part in by_layout(batch) if batch else ():
                 done = native.experts(self.kernel, self.ws, x, out, part, self.threads)
+        self._check_done(done, experts)
+        return out
+
+    def _sharded(self, x: torch.Tensor, out: torch.Tensor, experts: list[int], ids: torch.Tensor) -> torch.Tensor:
+        """Other ranks' experts get the route's xn rows; ours run here meanwhile; theirs come back as rows."""
+        xn, weights = native.export_route(self.kernel, self.ws, x.shape[0])
+        _, offsets, pairs = group_by_expert(ids)  # the C step's grouping: stable by expert, token order
+        local, remote = self.remote.send(self.layer, experts, offsets, pairs, xn, weights, self.kernel.k)
+        done = False
+        try:
+            if local:
+                for batch in self.source.acquire(self.layer, [experts[i] for i in local]):
+                    for part in by_layout(batch) if batch else ():
+                        done = native.experts(self.kernel, self.ws, x, out,
+                                              [(local[i], w) for i, w in part], self.threads)
+        except BaseException:
+            if remote is not None:
+                remote.drain()
+            raise
+        if remote is not None:
+            for groups, _, rows in remote.wait():
+                native.import_rows(self.kernel, self.ws, x.shape[0], groups, rows)
+            done = native.experts(self.kernel, self.ws, x, out, [], self.threads)
+        self._check_done(done, experts)
+        return out
+
+    def _check_done(self, done: bool, experts: list[int]) -> None:
         if not done:
             raise KernelInputError(f"layer {self.layer}: the expert source did not hand over every routed expert "
                                    f"({len(experts)} asked)")
-        return out
 
 
 def _plain(moe: MoEBlock) -> bool:

@@ -37,6 +37,7 @@ class Prefetcher:
         self.layers = moe_layers(model)
         self.n_experts = cache.store.n_experts
         self._x: dict[int, torch.Tensor] = {}  # layer -> its residual stream this step, until it routes
+        self.owned: dict[int, frozenset[int]] | None = None  # expert sharding: read ahead only this rank's experts
 
     def install(self) -> None:
         for i in self.layers:
@@ -71,4 +72,7 @@ class Prefetcher:
         scores = self.predictor.predict(layer, experts, ahead, targets)
         for t in targets:  # nearest first: it is needed first and predicted best
             if t in scores:
-                self.cache.prefetch(t, choose(scores[t], self.threshold, self.n_experts))
+                chosen = choose(scores[t], self.threshold, self.n_experts)
+                if self.owned is not None:
+                    chosen = [e for e in chosen if e in self.owned[t]]
+                self.cache.prefetch(t, chosen)

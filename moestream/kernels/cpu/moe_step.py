@@ -201,3 +201,30 @@ def experts(layer: MoELayer, ws: Workspace, x: torch.Tensor, out: torch.Tensor,
     except (ValueError, OverflowError) as exc:
         indices = [i for i, _ in batch]
         raise KernelInputError(f"{exc}; got x of {list(x.shape)}, experts at indices {indices}") from None
+
+
+def export_route(layer: MoELayer, ws: Workspace, n_tokens: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The routed layer's normed input xn [T, D] and its pairs' routing weights [T*k] (expert sharding sends the
+    rows of other ranks' experts out)."""
+    xn = torch.empty(n_tokens, layer.d_model, dtype=F32)
+    weights = torch.empty(n_tokens * layer.k, dtype=F32)
+    try:
+        _native.moe_route_export(layer.capsule, ws.capsule, n_tokens, xn.data_ptr(), weights.data_ptr())
+    except (ValueError, OverflowError) as exc:
+        raise KernelInputError(f"{exc}; {n_tokens} tokens") from None
+    return xn, weights
+
+
+def import_rows(layer: MoELayer, ws: Workspace, n_tokens: int, groups: list[int], rows: torch.Tensor) -> None:
+    """Weighted rows [n, D] of the routed experts at indices `groups`, computed elsewhere: group after group, each
+    group's pairs in token order (as layers/experts.py groups them). A later `experts` call completes the step."""
+    if not (rows.dtype is F32 and rows.dim() == 2 and rows.shape[1] == layer.d_model and rows.is_cpu):
+        raise KernelInputError(f"imported rows must be float32 [n, {layer.d_model}] on the CPU, got "
+                               f"{rows.dtype} {list(rows.shape)}")
+    rows = rows.contiguous()
+    index = torch.tensor(groups, dtype=torch.int32)
+    try:
+        _native.moe_import_rows(layer.capsule, ws.capsule, n_tokens, index.data_ptr(), len(groups), rows.data_ptr(),
+                                rows.shape[0])
+    except (ValueError, OverflowError) as exc:
+        raise KernelInputError(f"{exc}; {len(groups)} expert groups, {rows.shape[0]} rows") from None

@@ -16,6 +16,8 @@ PyObject *py_moe_layer(PyObject *self, PyObject *args); /* moe_step_py.c */
 PyObject *py_moe_workspace(PyObject *self, PyObject *noargs);
 PyObject *py_moe_route(PyObject *self, PyObject *args);
 PyObject *py_moe_experts(PyObject *self, PyObject *args);
+PyObject *py_moe_route_export(PyObject *self, PyObject *args);
+PyObject *py_moe_import_rows(PyObject *self, PyObject *args);
 PyObject *py_moe_workspace_poison(PyObject *self, PyObject *ws);
 
 static void *ptr(unsigned long long p) { return (void *)(uintptr_t)p; }
@@ -127,6 +129,8 @@ static PyMethodDef METHODS[] = {
     {"moe_workspace", py_moe_workspace, METH_NOARGS, "grow-only buffers of the MoE step -> capsule"},
     {"moe_route", py_moe_route, METH_VARARGS, "norm, router, top-k, grouping of one MoE layer; see moe_step.h"},
     {"moe_experts", py_moe_experts, METH_VARARGS, "one batch of ready experts of the routed layer; see moe_step.h"},
+    {"moe_route_export", py_moe_route_export, METH_VARARGS, "the routed layer's xn and pair weights; see moe_step.h"},
+    {"moe_import_rows", py_moe_import_rows, METH_VARARGS, "rows of experts computed elsewhere; see moe_step.h"},
     {"moe_workspace_poison", py_moe_workspace_poison, METH_O, "NaN into the MoE workspace's buffers (test only)"},
     {"attn_layer", py_attn_layer, METH_VARARGS, "one layer's checked attention arguments -> capsule; see attention.h"},
     {"attn_step", py_attn_step, METH_VARARGS, "native attention step for one layer; see attention.h"},

@@ -413,3 +413,43 @@ int moe_experts(const moe_layer *L, moe_workspace *ws, const moe_batch *b, const
     pthread_mutex_unlock(&ws->lock);
     return rc;
 }
+
+/* ---- experts computed elsewhere (expert sharding: moestream/shard/) ---------------------------------------- */
+
+int moe_route_export(const moe_layer *L, moe_workspace *ws, int T, float *xn_out, float *weights_out) {
+    pthread_mutex_lock(&ws->lock);
+    const int rc = ws->layer != L || ws->n_tokens != T ? -5 : 0;
+    if (!rc) {
+        memcpy(xn_out, ws->xn.p, (size_t)T * L->d_model * 4);
+        memcpy(weights_out, ws->weights.p, (size_t)T * L->k * 4);
+    }
+    pthread_mutex_unlock(&ws->lock);
+    return rc;
+}
+
+static int import_locked(const moe_layer *L, moe_workspace *ws, const int32_t *groups, int n_groups,
+                         const float *rows, int n_rows) {
+    int total = 0;
+    for (int i = 0; i < n_groups; i++) {  /* every index checked, and the rows counted, before one is written */
+        if (groups[i] < 0 || groups[i] >= ws->n_groups) return -4;
+        total += I32(ws->offsets)[groups[i] + 1] - I32(ws->offsets)[groups[i]];
+    }
+    if (total != n_rows) return -4;
+    const size_t D = L->d_model;
+    for (int i = 0; i < n_groups; i++) {
+        const int g = groups[i], off = I32(ws->offsets)[g], n = I32(ws->offsets)[g + 1] - off;
+        for (int j = 0; j < n; j++, rows += D) memcpy(F(ws->rows) + (size_t)I32(ws->pairs)[off + j] * D, rows, D * 4);
+        ws->n_done += !((uint8_t *)ws->done.p)[g];
+        ((uint8_t *)ws->done.p)[g] = 1;
+    }
+    return 0;
+}
+
+int moe_import_rows(const moe_layer *L, moe_workspace *ws, int T, const int32_t *groups, int n_groups,
+                    const float *rows, int n_rows) {
+    pthread_mutex_lock(&ws->lock);
+    const int rc = ws->layer != L || ws->n_tokens != T || n_groups < 0 || n_rows < 0 ? -5
+                 : import_locked(L, ws, groups, n_groups, rows, n_rows);
+    pthread_mutex_unlock(&ws->lock);
+    return rc;
+}

@@ -66,4 +66,14 @@ int moe_route(const moe_layer *L, moe_workspace *ws, const float *x, int n_token
  * n_tokens rows to compute). */
 int moe_experts(const moe_layer *L, moe_workspace *ws, const moe_batch *b, const float *x, float *out, int n_tokens,
                 int n_threads);
+
+/* Expert sharding: another process computes some of the routed experts. moe_route_export copies the routed layer's
+ * normed input xn [n_tokens, d_model] and the pairs' routing weights [n_tokens * k] out; moe_import_rows writes the
+ * weighted rows of the expert groups `groups` (indices into the routed experts): rows holds, group after group in
+ * that order, one row per pair of the group in the route's pair order (token order), as moe_experts would have
+ * written them; a later moe_experts call (an empty batch will do) then completes the step. Both return 0, or -5 (no
+ * route of this layer with n_tokens rows), -4 (a group out of range, or n_rows not the groups' pair count). */
+int moe_route_export(const moe_layer *L, moe_workspace *ws, int n_tokens, float *xn_out, float *weights_out);
+int moe_import_rows(const moe_layer *L, moe_workspace *ws, int n_tokens, const int32_t *groups, int n_groups,
+                    const float *rows, int n_rows);
 #endif

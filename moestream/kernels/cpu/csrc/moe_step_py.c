@@ -139,3 +139,35 @@ PyObject *py_moe_workspace_poison(PyObject *self, PyObject *wsobj) {
     moe_workspace_poison(ws);
     Py_RETURN_NONE;
 }
+
+PyObject *py_moe_route_export(PyObject *self, PyObject *args) {
+    /* (layer, workspace, n_tokens, xn_out, weights_out) -> None; see moe_step.h */
+    PyObject *layer, *wsobj;
+    unsigned long long xn, weights;
+    int n_tokens, rc;
+    moe_layer *L;
+    moe_workspace *ws;
+    if (!PyArg_ParseTuple(args, "OOiKK", &layer, &wsobj, &n_tokens, &xn, &weights)) return NULL;
+    if (unpack(layer, wsobj, &L, &ws)) return NULL;
+    Py_BEGIN_ALLOW_THREADS
+    rc = moe_route_export(L, ws, n_tokens, ptr(xn), ptr(weights));
+    Py_END_ALLOW_THREADS
+    if (rc < 0) return moe_error(rc);
+    Py_RETURN_NONE;
+}
+
+PyObject *py_moe_import_rows(PyObject *self, PyObject *args) {
+    /* (layer, workspace, n_tokens, groups (int32 address), n_groups, rows (float32 address), n_rows) -> None */
+    PyObject *layer, *wsobj;
+    unsigned long long groups, rows;
+    int n_tokens, n_groups, n_rows, rc;
+    moe_layer *L;
+    moe_workspace *ws;
+    if (!PyArg_ParseTuple(args, "OOiKiKi", &layer, &wsobj, &n_tokens, &groups, &n_groups, &rows, &n_rows)) return NULL;
+    if (unpack(layer, wsobj, &L, &ws)) return NULL;
+    Py_BEGIN_ALLOW_THREADS
+    rc = moe_import_rows(L, ws, n_tokens, ptr(groups), n_groups, ptr(rows), n_rows);
+    Py_END_ALLOW_THREADS
+    if (rc < 0) return moe_error(rc);
+    Py_RETURN_NONE;
+}

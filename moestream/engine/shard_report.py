@@ -1,0 +1,40 @@
+"""The run summary's per-rank part of an expert-sharded run: each rank's experts, hit rate, bytes read, expert
+compute time, and (for the other ranks, as rank 0 sees them) the time an exchange took and the part of it that was
+neither the remote experts' compute nor overlapped by rank 0's own: the network's share."""
+
+from __future__ import annotations
+
+from ..errors import ShardError
+
+
+def shard_summary(sharding) -> dict:
+    """{} without sharding; else {"shard_world", "shard_plan", "shard_ranks": [per rank]} (refreshed by a ping
+    when the ranks are alive; the last known counters when one has failed)."""
+    if sharding is None:
+        return {}
+    link = sharding.link
+    if link is not None and link.fault is None:
+        try:
+            link.ping()
+        except ShardError:
+            pass  # the fault is reported below
+    ranks = [{"rank": 0, "experts": sharding.plan.count(0)}]
+    for rank, t in (link.traffic.items() if link is not None else ()):
+        r = t.remote
+        network = max(0.0, t.exchange_seconds - r.compute_seconds)
+        ranks.append({
+            "rank": rank, "experts": sharding.plan.count(rank), "lookups": int(r.lookups), "hits": int(r.hits),
+            "hit_rate": r.hit_rate, "bytes_read": int(r.bytes_read), "compute_seconds": r.compute_seconds,
+            "io_wait_seconds": r.io_wait_seconds, "cache_bytes": int(r.cache_bytes), "budget_bytes": int(r.budget_bytes),
+            "exchanges": t.exchanges, "rows": t.rows, "bytes_sent": t.bytes_sent, "bytes_received": t.bytes_received,
+            "exchange_seconds": t.exchange_seconds, "waited_seconds": t.waited_seconds, "network_seconds": network,
+        })
+    return {"shard_world": sharding.place.world, "shard_plan": sharding.plan.basis, "shard_ranks": ranks,
+            "shard_fault": link.fault if link is not None else None}
+
+
+def rank0_counters(summary: dict) -> dict:
+    """Rank 0's own cache counters, in the per-rank shape (the summary keeps them at the top level)."""
+    return {"lookups": summary.get("lookups", 0), "hits": summary.get("hits", 0),
+            "hit_rate": summary.get("hit_rate", 0.0), "bytes_read": summary.get("bytes_read", 0),
+            "io_wait_seconds": summary.get("io_wait_seconds", 0.0)}
