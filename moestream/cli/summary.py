@@ -38,7 +38,26 @@ def print_run_summary(r: dict) -> None:
         lines.append(f"memory   resident weights {fmt_bytes(r['resident_bytes'])}, {experts}, "
                      f"peak RSS {fmt_bytes(r['peak_rss_bytes'])}")
     lines.append(_draft_line(r))
+    lines += shard_lines(r)
     print("\n".join(line for line in lines if line), file=sys.stderr)
+
+
+def shard_lines(r: dict) -> list[str]:
+    """Expert sharding: one line per rank (hit rate, bytes read, compute, and the network's time per token)."""
+    ranks = r.get("shard_ranks") or []
+    tokens = max(1, r.get("decode_tokens", 0) + r.get("prompt_tokens", 0))
+    lines = [f"shard    {r['shard_world']} ranks, plan balanced by {r['shard_plan']}"] if ranks else []
+    for x in ranks:
+        line = (f"  rank {x['rank']}  {x['experts']} experts, hit {100 * x.get('hit_rate', 0.0):.1f}% of "
+                f"{x.get('lookups', 0)} lookups, read {fmt_bytes(x.get('bytes_read', 0))}")
+        if x["rank"]:
+            line += (f", experts {1e3 * x['compute_seconds'] / tokens:.2f} ms/token, network "
+                     f"{1e3 * x['network_seconds'] / tokens:.2f} ms/token, rank 0 waited "
+                     f"{1e3 * x['waited_seconds'] / tokens:.2f} ms/token")
+        lines.append(line)
+    if r.get("shard_fault"):
+        lines.append(f"  failed: {r['shard_fault']}")
+    return lines
 
 
 def _pack_line(r: dict) -> str:

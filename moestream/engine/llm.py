@@ -40,7 +40,7 @@ from .loader import DEFAULT_CONTEXT_CAP, LoadedModel, load_model
 from .prompt_cache import PromptCache
 from .prompt_disk import PromptDisk, model_key
 from .report import StepMeter, run_summary
-from .shard_report import rank0_counters, shard_summary
+from .shard_report import shard_summary
 from .sharded import ShardConfig
 from .sampling import SamplingParams
 from .scheduler import MAX_BATCH, MAX_WAITING, PREFILL_CHUNK, Scheduler
@@ -233,18 +233,11 @@ class Engine:
     def summary(self) -> dict:
         """The run summary of every generate() so far: speed, cache, I/O, memory (report.py)."""
         return run_summary(self.lm, self._prompt_tokens, self._prefill_seconds, self._meter) | self._draft_summary(
-            self.scheduler) | self._shard_summary()
+            self.scheduler) | shard_summary(self.lm.sharding, self.lm.cache)
 
-    def _shard_summary(self) -> dict:
-        out = shard_summary(self.lm.sharding)
-        if out:
-            out["shard_ranks"][0].update(rank0_counters(self._meter_summary_base()))
-        return out
-
-    def _meter_summary_base(self) -> dict:
-        s = self.lm.cache.stats if self.lm.cache is not None else None
-        return {} if s is None else {"lookups": s.lookups, "hits": s.hits, "hit_rate": s.hit_rate,
-                                     "bytes_read": s.bytes_read, "io_wait_seconds": s.io_wait_seconds}
+    def shard_ranks(self) -> list[dict]:
+        """Per-rank counters of an expert-sharded run as last reported (no message sent; [] unsharded)."""
+        return shard_summary(self.lm.sharding, self.lm.cache, refresh=False).get("shard_ranks", [])
 
     @property
     def fault(self) -> str | None:
@@ -274,7 +267,8 @@ class Engine:
             self._preload()
             self._bench_run(n_prompt, min(n_decode, 4), seed + 1)
         prefill, meter, native0, sched = self._bench_run(n_prompt, n_decode, seed)
-        result = run_summary(self.lm, n_prompt, prefill, meter) | self._draft_summary(sched)
+        result = run_summary(self.lm, n_prompt, prefill, meter) | self._draft_summary(sched) | shard_summary(
+            self.lm.sharding, self.lm.cache)
         result["seed"], result["warmup"] = seed, warmup
         # decode time outside the native kernels: torch attention/norms/router, Python, and waiting on reads
         result["outside_native_us_per_token"] = 1e6 * (meter.steps.total - (NativeClock.seconds - native0)) / n_decode

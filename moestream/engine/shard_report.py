@@ -7,18 +7,19 @@ from __future__ import annotations
 from ..errors import ShardError
 
 
-def shard_summary(sharding) -> dict:
-    """{} without sharding; else {"shard_world", "shard_plan", "shard_ranks": [per rank]} (refreshed by a ping
-    when the ranks are alive; the last known counters when one has failed)."""
+def shard_summary(sharding, cache=None, refresh: bool = True) -> dict:
+    """{} without sharding; else {"shard_world", "shard_plan", "shard_ranks": [per rank], "shard_fault"}: rank 0's
+    counters from its cache, the others' as last reported (a heartbeat refreshes them every second; `refresh`
+    pings first, for an up-to-date run summary)."""
     if sharding is None:
         return {}
     link = sharding.link
-    if link is not None and link.fault is None:
+    if refresh and link is not None and link.fault is None:
         try:
             link.ping()
         except ShardError:
             pass  # the fault is reported below
-    ranks = [{"rank": 0, "experts": sharding.plan.count(0)}]
+    ranks = [{"rank": 0, "experts": sharding.plan.count(0), **_own(cache)}]
     for rank, t in (link.traffic.items() if link is not None else ()):
         r = t.remote
         network = max(0.0, t.exchange_seconds - r.compute_seconds)
@@ -33,8 +34,8 @@ def shard_summary(sharding) -> dict:
             "shard_fault": link.fault if link is not None else None}
 
 
-def rank0_counters(summary: dict) -> dict:
-    """Rank 0's own cache counters, in the per-rank shape (the summary keeps them at the top level)."""
-    return {"lookups": summary.get("lookups", 0), "hits": summary.get("hits", 0),
-            "hit_rate": summary.get("hit_rate", 0.0), "bytes_read": summary.get("bytes_read", 0),
-            "io_wait_seconds": summary.get("io_wait_seconds", 0.0)}
+def _own(cache) -> dict:
+    """Rank 0's own cache counters, in the per-rank shape."""
+    s = cache.stats if cache is not None else None
+    return {} if s is None else {"lookups": s.lookups, "hits": s.hits, "hit_rate": s.hit_rate,
+                                 "bytes_read": s.bytes_read, "io_wait_seconds": s.io_wait_seconds}

@@ -10,10 +10,12 @@ expert kinds are refused at start with their name."""
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 
 from ..cache.config import CacheConfig
 from ..errors import ConfigError, ShardError
+from ..telemetry.units import human_bytes
 from ..formats.split import open_gguf
 from ..layers.experts import ExpertFFNs
 from ..shard import setup
@@ -132,7 +134,7 @@ def run_expert_rank(path, cache: CacheConfig, threads: int | None, config: Shard
             _install_packer(compute, expert_cache, cache.repack)
             setup.barrier(place, "the start-up barrier")
             say(f"rank {place.rank}/{place.world}: serving {plan.count(place.rank)} of {info.experts.n_total} experts "
-                f"({plan.basis}-balanced) with a {expert_cache.pool.budget / 2**30:.2f} GiB cache")
+                f"({plan.basis}-balanced) with a {human_bytes(expert_cache.pool.budget)} cache (pid {os.getpid()})")
             ExpertRank(place.rank, expert_cache, compute, owned, info.args.n_experts, info.args.d_model,
                        config.timeout).serve()
         finally:

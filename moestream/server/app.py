@@ -201,6 +201,9 @@ class _Api:
             return JSONResponse({"status": "error", "error": self.worker.load_error}, status_code=503)
         if not self.worker.ready:
             return JSONResponse({"status": "closing" if self.worker.closing else "loading"}, status_code=503)
+        fault = self.worker.served.engine.fault  # an expert rank failed: the model cannot compute any more
+        if fault:
+            return JSONResponse({"status": "error", "error": fault}, status_code=503)
         return JSONResponse({"status": "ok"})
 
     async def metrics(self, request: Request) -> Response:
@@ -286,6 +289,9 @@ class _Api:
             raise P.unavailable(f"the model failed to load: {self.worker.load_error}")
         if not self.worker.ready:
             raise P.unavailable("shutting down" if self.worker.closing else "the model is still loading")
+        fault = self.worker.served.engine.fault
+        if fault:
+            raise P.unavailable(fault)
         return self.worker.served
 
     def _check_key(self, request: Request, kind: str) -> None:

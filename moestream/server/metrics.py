@@ -51,10 +51,14 @@ class Metrics:
         r.register(_CacheCollector(self))
         r.register(_PromptCacheCollector(self))
         r.register(_MemoryCollector())
+        self._shard = lambda: []  # () -> per-rank counters of an expert-sharded engine (Engine.shard_ranks)
+        r.register(_ShardCollector(self))
 
-    def attach(self, cache, load, prompt_cache=None) -> None:
-        """cache: the ExpertCache (or None); load: () -> (running, waiting); prompt_cache: the PromptCache or None."""
+    def attach(self, cache, load, prompt_cache=None, shard=None) -> None:
+        """cache: the ExpertCache (or None); load: () -> (running, waiting); prompt_cache: the PromptCache or None;
+        shard: () -> per-rank counters (expert sharding) or None."""
         self._cache, self._prompt_cache = cache, prompt_cache
+        self._shard = shard or (lambda: [])
         self.running.set_function(lambda: load()[0])
         self.queue_depth.set_function(lambda: load()[1])
 
@@ -170,3 +174,33 @@ class _PromptCacheCollector:
         disk = GaugeMetricFamily("moestream_prompt_cache_disk_bytes", "bytes the prompt cache keeps on disk")
         disk.add_metric([], pc.disk.bytes if pc is not None and pc.disk is not None else 0)
         yield disk
+
+
+class _ShardCollector:
+    """Expert sharding, per rank: experts owned, lookups, hits, bytes read, expert compute, and for ranks > 0 the
+    exchange time rank 0 saw, what it waited of it, and the network's share (exchange less remote compute); absent
+    when not sharded."""
+
+    COUNTERS = (("lookups", "expert lookups"), ("hits", "expert cache hits"), ("bytes_read", "expert bytes read"),
+                ("compute_seconds", "seconds of expert compute (ranks > 0)"),
+                ("exchange_seconds", "seconds from sending a layer's rows to the reply (ranks > 0, seen by rank 0)"),
+                ("waited_seconds", "seconds rank 0 waited for a rank after its own experts"),
+                ("network_seconds", "exchange seconds not spent computing on the rank"))
+
+    def __init__(self, metrics: Metrics):
+        self.metrics = metrics
+
+    def collect(self):
+        ranks = self.metrics._shard()
+        if not ranks:
+            return
+        owned = GaugeMetricFamily("moestream_shard_experts", "routed experts the rank owns", labels=["rank"])
+        for r in ranks:
+            owned.add_metric([str(r["rank"])], r["experts"])
+        yield owned
+        for name, doc in self.COUNTERS:
+            family = CounterMetricFamily(f"moestream_shard_{name}", doc, labels=["rank"])
+            for r in ranks:
+                if name in r:
+                    family.add_metric([str(r["rank"])], r[name])
+            yield family

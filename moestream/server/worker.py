@@ -170,7 +170,8 @@ class EngineWorker:
 
     def _attach(self, engine: Engine) -> None:
         engine.scheduler.on_step = self.metrics.on_step
-        self.metrics.attach(engine.cache, lambda: engine.scheduler.load, engine.scheduler.prompt_cache)
+        self.metrics.attach(engine.cache, lambda: engine.scheduler.load, engine.scheduler.prompt_cache,
+                            engine.shard_ranks)
 
     async def settled(self) -> None:
         """Wait while a model switch is due (a request arriving then runs on the new model)."""

@@ -20,7 +20,8 @@ import torch.distributed as dist
 from ..errors import ShardError
 from . import wire
 
-HEARTBEAT_SECONDS = 1.0  # an idle rank is pinged this often (it gives up on rank 0 after the timeout)
+HEARTBEAT_SECONDS = 1.0  # every rank is pinged this often, busy or idle: its counters for /metrics, and a sign of
+# life both ways (an idle rank gives up on rank 0 after the timeout)
 
 
 @dataclass
@@ -95,7 +96,6 @@ class ShardLink:
                 t = self.traffic[rank]
                 t.rows += payload.shape[0]
                 t.bytes_sent += h.numel() * 8 + payload.numel() * 4
-            self._last = time.monotonic()
             return Pending(self, layer, works, replies, t0)
         except BaseException:
             self.lock.release()
@@ -139,7 +139,7 @@ class ShardLink:
         while not self._closed.wait(HEARTBEAT_SECONDS / 4):
             if self.fault is not None:
                 return
-            if time.monotonic() - self._last < HEARTBEAT_SECONDS or not self.lock.acquire(timeout=0.05):
+            if time.monotonic() - self._last < HEARTBEAT_SECONDS or not self.lock.acquire(timeout=0.5):
                 continue
             try:
                 if not self._closed.is_set() and self.fault is None:

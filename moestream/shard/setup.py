@@ -8,9 +8,12 @@ minutes) and its plan; rank 0 compares and every rank stops with the same one-li
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import hashlib
 import os
+import sys
+import tempfile
 from dataclasses import dataclass
 
 import torch.distributed as dist
@@ -59,12 +62,34 @@ def join(place: Place, timeout: float) -> None:
     if dist.is_initialized():
         return
     try:
-        dist.init_process_group("gloo", init_method=f"tcp://{_host(place.address)}:{place.port}", rank=place.rank,
-                                world_size=place.world, timeout=datetime.timedelta(seconds=timeout))
+        with _native_log_held():
+            dist.init_process_group("gloo", init_method=f"tcp://{_host(place.address)}:{place.port}",
+                                    rank=place.rank, world_size=place.world,
+                                    timeout=datetime.timedelta(seconds=timeout))
     except (RuntimeError, ValueError, TimeoutError, OSError) as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ShardError(f"rank {place.rank} could not reach the rendezvous at {place.address}:{place.port} within "
                          f"{timeout:g} s (--shard-timeout): {_short(reason)}") from None
+
+
+@contextlib.contextmanager
+def _native_log_held():
+    """c10d logs a failed connect as a C++ stack dump straight to fd 2; the exception says the same in one line,
+    so the process's stderr is set aside while the group forms (and given back untouched on success)."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        ok = False
+        try:
+            yield
+            ok = True
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            if ok:
+                held.seek(0)
+                os.write(2, held.read())
 
 
 def leave() -> None:

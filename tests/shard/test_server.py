@@ -1,0 +1,119 @@
+"""A server whose experts are sharded over 2 ranks answers 8 concurrent streams with exactly the tokens and
+log-probabilities of a one-process server (greedy, so the batch composition cannot change the choice), shows
+per-rank counters in /metrics; killing the expert rank mid-request ends that request with an error within the
+timeout, and /health then answers 503 naming the rank while the server stays up."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import threading
+import time
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from moestream.assets import default_model_path
+from tests.server.conftest import Server, _healthy, start_server
+from tests.shard.ranks import finish, start_ranks
+
+MODEL = str(default_model_path())
+MODEL_ID = default_model_path().stem  # the served model id
+PROMPTS = [f"Chapter {i}. It was a fine morning, and" for i in range(8)]
+TIMEOUT = 8  # --shard-timeout
+
+
+def start_sharded(n: int) -> tuple[Server, list[subprocess.Popen]]:
+    flags = ["serve", "-m", MODEL, "--port", "0", "--max-batch", "8", "--shard", "experts", "--shard-timeout",
+             str(TIMEOUT)]
+    procs = start_ranks(n, lambda r: ["-m", "moestream", *flags], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    server = Server(procs[0])
+    threading.Thread(target=lambda: server.output.extend(procs[0].stdout), daemon=True).start()
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline and not (server.url and _healthy(server.url)):
+        found = [m for line in list(server.output) if (m := re.search(r"on (http://[^/\s]+)/v1", line))]
+        server.url = found[0].group(1) if found else ""
+        assert procs[0].poll() is None, "".join(server.output)
+        time.sleep(0.1)
+    assert server.url and _healthy(server.url), "".join(server.output)
+    return server, procs
+
+
+def client_of(server: Server):
+    from openai import OpenAI
+
+    return OpenAI(base_url=server.base_url, api_key="none", max_retries=0, timeout=60)
+
+
+def stream(client, prompt: str, n: int = 24) -> tuple[list[str], list[float]]:
+    tokens, logprobs = [], []
+    for chunk in client.chat.completions.create(model=MODEL_ID, messages=[{"role": "user", "content": prompt}],
+                                                max_tokens=n, temperature=0, stream=True, logprobs=True):
+        if chunk.choices and chunk.choices[0].logprobs and chunk.choices[0].logprobs.content:
+            for lp in chunk.choices[0].logprobs.content:
+                tokens.append(lp.token)
+                logprobs.append(lp.logprob)
+    return tokens, logprobs
+
+
+def eight_streams(server: Server):
+    client = client_of(server)
+    with ThreadPoolExecutor(8) as pool:
+        return list(pool.map(lambda p: stream(client, p), PROMPTS))
+
+
+@pytest.fixture(scope="module")
+def reference():
+    server = start_server("-m", MODEL, "--max-batch", "8")
+    try:
+        return eight_streams(server)
+    finally:
+        server.stop()
+
+
+def test_eight_streams_match_one_process_then_a_killed_rank_fails_cleanly(reference):
+    server, procs = start_sharded(2)
+    try:
+        got = eight_streams(server)
+        assert got == reference  # tokens and float log-probabilities, exactly
+        assert all(len(tokens) == 24 for tokens, _ in got)
+        time.sleep(2.5)  # a heartbeat brings rank 1's counters every second
+        metrics = urllib.request.urlopen(server.url + "/metrics", timeout=5).read().decode()
+        assert re.search(r'moestream_shard_lookups_total\{rank="1"\} [1-9]', metrics), metrics[-2000:]
+        assert 'moestream_shard_experts{rank="0"}' in metrics and "moestream_shard_network_seconds" in metrics
+
+        client = client_of(server)
+        errors: list[BaseException] = []
+        started = threading.Event()
+
+        def long_request():
+            try:
+                for chunk in client.chat.completions.create(
+                        model=MODEL_ID, messages=[{"role": "user", "content": "A long tale:"}], max_tokens=4000,
+                        temperature=0, stream=True, extra_body={"ignore_eos": True}):
+                    started.set()
+            except Exception as exc:  # the expected end: an error event or a broken stream
+                errors.append(exc)
+
+        t0 = time.monotonic()
+        worker = threading.Thread(target=long_request)
+        worker.start()
+        assert started.wait(30)
+        procs[1].kill()
+        worker.join(timeout=TIMEOUT + 20)
+        assert not worker.is_alive(), "the request hung after its expert rank died"
+        assert time.monotonic() - t0 < TIMEOUT + 30
+        assert errors and "expert rank 1" in str(errors[0]), errors
+        with pytest.raises(urllib.error.HTTPError) as health:
+            urllib.request.urlopen(server.url + "/health", timeout=5)
+        assert health.value.code == 503 and "expert rank 1" in health.value.read().decode()
+        from openai import APIStatusError
+
+        with pytest.raises(APIStatusError) as later:
+            client.chat.completions.create(model=MODEL_ID, messages=[{"role": "user", "content": "hi"}], max_tokens=4)
+        assert later.value.status_code == 503 and "expert rank 1" in str(later.value)
+        assert procs[0].poll() is None  # the server is still up, saying why it cannot answer
+    finally:
+        server.stop()
+        finish(procs, timeout=30)
