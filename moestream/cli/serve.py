@@ -15,7 +15,7 @@ from ..server.metrics import Metrics
 from ..server.worker import EngineWorker, Served
 from .config_file import resolve, serve_parser
 from .options import (add_batch_flags, add_cache_flags, add_draft_flags, add_model_flag, add_sampling_flags,
-                      batch_fields, engine_config, model_path)
+                      batch_fields, engine_config, model_path, run_as_expert_rank)
 from .serve_reload import LOG_LEVELS, Reloader, api_keys, server_sampling, set_log_levels
 
 
@@ -60,6 +60,8 @@ def run(args: argparse.Namespace) -> int:
     cli_argv = _own_argv(args)
     if args.config:
         args = resolve(args.config, cli_argv, serve_parser(add_serve_flags))
+        if run_as_expert_rank(args):  # `shard = "experts"` in the file: ranks > 0 serve experts, not HTTP
+            return 0
     _check(args)
     set_log_levels(args.log_level, args.log_requests)
     config = engine_config(args, progress=False, **batch_fields(args))  # a bad flag stops here, before binding
