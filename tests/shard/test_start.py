@@ -5,8 +5,10 @@ one-line error on the rank that reports it (and no hang on the others)."""
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
+import time
 
 from moestream.assets import default_model_path
 from tests.cli.test_bad_input import assert_one_line_error
@@ -80,3 +82,21 @@ def test_shard_outside_torchrun_says_how_to_launch():
                             env={k: v for k, v in __import__("os").environ.items()
                                  if k not in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")})
     assert_one_line_error(result, "--shard experts runs under torchrun")
+
+
+def test_a_stalled_rank_fails_the_run_within_the_timeout():
+    procs = start_ranks(2, lambda r: ["-m", "moestream", "generate", "-m", MODEL, "-p", "Once", "-n", "250",
+                                      "--ignore-eos", "--temp", "0", "--shard", "experts", "--shard-timeout", "3"],
+                        stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert procs[0].stdout.read(20)  # rank 0 is generating
+        procs[1].send_signal(signal.SIGSTOP)
+        t0 = time.monotonic()
+        (code, err), = finish(procs[:1], timeout=60)
+        assert time.monotonic() - t0 < 30
+        assert_one_line_error(subprocess.CompletedProcess([], code, "", err),
+                              "expert rank 1 failed during", "no answer within the 3 s timeout")
+    finally:
+        procs[1].send_signal(signal.SIGCONT)
+        procs[1].kill()
+        finish(procs[1:], timeout=30)
