@@ -11,9 +11,9 @@ import json
 import sys
 
 from ..assets import DESCRIPTION, default_model_path
-from ..engine import (CACHE_POLICIES, DEFAULT_CONTEXT_CAP, DEFAULT_SHARD_TIMEOUT, DEFAULT_THRESHOLDS, DRAFT_MODES,
-                      PREDICTORS, CacheConfig, EngineConfig, SamplingParams, ShardConfig, expert_rank, human_bytes,
-                      parse_bytes, run_expert_rank)
+from ..engine import (CACHE_POLICIES, DEFAULT_CONTEXT_CAP, DEFAULT_SHARD_TIMEOUT, DEFAULT_THRESHOLDS, DEVICES,
+                      DRAFT_MODES, PREDICTORS, CacheConfig, EngineConfig, SamplingParams, ShardConfig, expert_rank,
+                      human_bytes, parse_bytes, resolve_device, run_expert_rank)
 from ..errors import ConfigError
 
 ENGINE, CACHE, SAMPLING = EngineConfig(), CacheConfig(), SamplingParams()  # the defaults
@@ -190,6 +190,10 @@ def add_cache_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--profile", metavar="FILE", help="routing profile: a --stats-json file from an earlier run")
     g.add_argument("--stats-json", metavar="FILE", help="write the run summary as JSON")
     add_shard_flags(p)
+    d = p.add_argument_group("device")
+    d.add_argument("--device", choices=DEVICES, default="auto",
+                   help="where to compute: auto (default; the CPU: the GPU tier is not in this build yet), cpu, cuda")
+    d.add_argument("--vram-budget", metavar="SIZE", default=None, help="VRAM for cached experts (GPU tier)")
 
 
 def add_shard_flags(p: argparse.ArgumentParser) -> None:
@@ -205,6 +209,7 @@ def add_shard_flags(p: argparse.ArgumentParser) -> None:
 
 
 def cache_config(args: argparse.Namespace) -> CacheConfig:
+    resolve_device(args.device, None if args.vram_budget is None else parse_bytes(args.vram_budget))
     return CacheConfig(
         ram_budget=None if args.ram_budget in (None, "auto") else parse_bytes(args.ram_budget), reader=args.reader,
         depth=args.io_depth, chunk_bytes=CACHE.chunk_bytes if args.io_chunk is None else parse_bytes(args.io_chunk),

@@ -12,6 +12,7 @@ from ..synth import PRESETS, QTYPES, get_preset, qtype_of, write_synth
 from ..telemetry import rss_bytes
 from ..telemetry.units import human_bytes
 from ..tokenizer import ChatTemplate, Tokenizer
+from .device import DEVICES, resolve_device
 from .drafting import DRAFT_MODES
 from .generate import GenerationStats, TokenEvent
 from .grammar import Constraint, GrammarError, closed_schema, json_object_grammar, json_schema_grammar
@@ -31,7 +32,7 @@ from .trace import read_trace
 CACHE_POLICIES = tuple(POLICIES)
 
 __all__ = [
-    "CACHE_POLICIES", "DEFAULT_SHARD_TIMEOUT", "ShardConfig", "expert_rank", "run_expert_rank", "DEFAULT_CONTEXT_CAP", "OS_RESERVE", "Machine", "ModelSize", "auto_budget", "memory_need",
+    "CACHE_POLICIES", "DEVICES", "resolve_device", "DEFAULT_SHARD_TIMEOUT", "ShardConfig", "expert_rank", "run_expert_rank", "DEFAULT_CONTEXT_CAP", "OS_RESERVE", "Machine", "ModelSize", "auto_budget", "memory_need",
     "minimum_budget", "model_size", "preset_size", "Plan", "make_plan", "available_memory", "rss_bytes", "DEFAULT_THRESHOLDS", "DRAFT_MODES", "GREEDY", "POLICY_NAMES",
     "PREDICTORS", "PRESETS", "QTYPES", "CacheConfig", "ChatTemplate", "Constraint", "Engine", "EngineConfig",
     "EngineRequest", "GenerationStats", "GrammarError", "ModelInfo", "PrefetchSpec", "QueueFull", "SamplingParams",
