@@ -23,12 +23,29 @@ def _reference(x: torch.Tensor, w: QuantWeight, threads: int) -> torch.Tensor:
     return reference.matmul(x, w)
 
 
+def _triton(x: torch.Tensor, w: QuantWeight, threads: int) -> torch.Tensor:
+    from .triton import gguf  # imported on first use: triton is optional, and only the GPU tier needs it
+
+    return gguf.matmul(x.float(), w)
+
+
+def _triton_fallback(x: torch.Tensor, w: QuantWeight, threads: int) -> torch.Tensor:
+    """Types without a block-reading kernel: dequantize (PyTorch's decoder) to bf16, then a dense product."""
+    dense = w.dense().to(device=x.device, dtype=torch.bfloat16)
+    return (x.to(torch.bfloat16) @ dense.T).float()
+
+
 def build_table() -> dict[tuple[Q, str], MatmulFn]:
+    """(type, "cpu"): native kernel, BLAS for F32, else the reference; (type, "cuda"): the Triton kernel that reads
+    the type's blocks (kernels/triton/blocks.py), else the dequantize-to-bf16 fallback."""
+    from .triton.blocks_table import TRITON_TYPES
+
     table: dict[tuple[Q, str], MatmulFn] = {}
     native = cpu.kernel_table() if cpu.available() else {}
     for qtype in Q:
         use_native = int(qtype) in native and qtype != Q.F32
         table[(qtype, "cpu")] = cpu.matmul if use_native else _reference
+        table[(qtype, "cuda")] = _triton if int(qtype) in TRITON_TYPES else _triton_fallback
     return table
 
 

@@ -64,3 +64,23 @@ def test_bad_inputs_are_refused_before_a_launch():
         tg.matmul(torch.zeros(1, 256), QuantWeight(torch.zeros(1, 84, dtype=torch.uint8), Q.Q2_K, (1, 256)))
     with pytest.raises(KernelInputError, match="multiple of 32"):
         tg.dequantize(QuantWeight(torch.zeros(1, 18, dtype=torch.uint8), Q.Q4_0, (1, 33)))
+
+
+def test_the_dispatch_table_has_a_cuda_column():
+    from moestream.kernels import dispatch
+
+    assert all(dispatch.TABLE[(q, "cuda")] is dispatch._triton for q in TYPES)
+    assert dispatch.TABLE[(Q.Q4_1, "cuda")] is dispatch._triton_fallback
+    w = random_weight(Q.Q4_K, 2, 256, seed=5)
+    x = torch.randn(1, 256, generator=torch.Generator().manual_seed(2))
+    want = x @ quants.dequantize(w.raw, w.qtype, w.shape).view(w.shape).float().T
+    scale = float(want.abs().max())
+    torch.testing.assert_close(dispatch.TABLE[(Q.Q4_K, "cuda")](x, w, 1), want, rtol=1e-5, atol=1e-5 * scale)
+    # the fallback: bf16 products (Q4_1 has no block-reading kernel here)
+    q41 = QuantWeight(torch.from_numpy(np.random.default_rng(3).integers(0, 256, (2, 40), dtype=np.uint8)),
+                      Q.Q4_1, (2, 64))
+    q41.raw[:, 0:4] = torch.tensor([0, 0x20, 0, 0x20], dtype=torch.uint8)  # d = m = 2**-7 (fp16 0x2000)
+    q41.raw[:, 20:24] = torch.tensor([0, 0x20, 0, 0x20], dtype=torch.uint8)
+    x64 = torch.randn(1, 64, generator=torch.Generator().manual_seed(4))
+    want41 = x64 @ q41.dense().T
+    torch.testing.assert_close(dispatch.TABLE[(Q.Q4_1, "cuda")](x64, q41, 1), want41, rtol=2e-2, atol=2e-2)

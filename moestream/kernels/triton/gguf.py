@@ -17,6 +17,7 @@ import triton.language as tl
 from ...errors import KernelInputError
 from ...formats.weight import QuantWeight
 from .blocks import GEOMETRY, decode
+from .blocks_table import TRITON_TYPES
 
 BLOCK_N = 4  # weight rows per program
 
