@@ -94,12 +94,13 @@ def _arch_keys(path: Path) -> set[str]:
     return {kv.key[len(prefix):] for kv in header.kvs if kv.key.startswith(prefix)}
 
 
-@pytest.mark.parametrize("arch, outtype", [("deepseek2yarn", "f32"), ("gpt-oss", "q8_0"), ("qwen3next", "q8_0")])
+@pytest.mark.parametrize("arch, outtype", [("deepseek2yarn", "q8_0"), ("gpt-oss", "q8_0"), ("qwen3next", "q8_0")])
 def test_mutated_hyper_parameters_of_the_newer_architectures_fail_cleanly(arch, outtype):
     """The keys no file fuzzed before has, each made hostile: DeepSeek-V3's beyond the default model's (MLA ranks
     and widths, YaRN, groups, gating, scale, dense layers), then gpt-oss's (the sliding window) and the hybrid
     models' (ssm.* widths, the recurrent-layer plan) beyond those, on Qwen3-Next's file: the keys are Qwen3.5-MoE's,
-    the vocabulary a third of its size (each case loads it twice)."""
+    the vocabulary a third of its size (each case loads it twice). Q8_0 files: the keys, not the weight type, are
+    under test, and a Q8_0 case takes 0.38 s against F32's 0.63 (240 DeepSeek cases)."""
     base = gguf_path(arch, outtype)
     covered = _arch_keys(default_model_path())
     if arch != "deepseek2yarn":

@@ -47,16 +47,21 @@ def test_speculative_decoding_is_refused_with_a_reason():
         Engine.open(gguf_path("qwen35moe"), EngineConfig(progress=False, draft="ngram"))
 
 
-def _edited(tmp_path, **values):
-    from tests.fixtures.gguf_edit import copy_gguf
+@pytest.fixture(scope="module")
+def header():
+    """The q8_0 file's header, parsed once (gguf-py takes ~11 s over its 150k-token vocabulary; each edit is then
+    a clone and a write)."""
+    from tests.fuzz.gguf_model import read_header
 
-    def edit(meta):
-        meta = dict(meta)
-        for key, value in values.items():
-            name = f"qwen35moe.{key.replace('__', '.')}"
-            meta[name] = (value, *meta[name][1:])
-        return meta
-    return copy_gguf(gguf_path("qwen35moe", "q8_0"), tmp_path / "edited.gguf", edit_metadata=edit)
+    return read_header(gguf_path("qwen35moe", "q8_0"))
+
+
+def _edited(tmp_path, header, **values):
+    h = header.clone()
+    for key, value in values.items():
+        kv = h.kv(f"qwen35moe.{key.replace('__', '.')}")
+        kv.value, kv.raw = value, None
+    return h.write(tmp_path / "edited.gguf")
 
 
 @pytest.mark.parametrize("values, message", [
@@ -65,8 +70,8 @@ def _edited(tmp_path, **values):
     (dict(attention__recurrent_layers=[True, True]), "attention.recurrent_layers' must be 4 booleans"),
     (dict(ssm__state_size=17), "tensor blk.0.attn_qkv.weight has shape \\[128, 64\\]"),
 ])
-def test_inconsistent_linear_attention_metadata_is_a_clear_error(tmp_path, values, message):
+def test_inconsistent_linear_attention_metadata_is_a_clear_error(tmp_path, header, values, message):
     from moestream.errors import GGUFFormatError
 
     with pytest.raises(GGUFFormatError, match=message):
-        load_model(_edited(tmp_path, **values), progress=False)
+        load_model(_edited(tmp_path, header, **values), progress=False)
