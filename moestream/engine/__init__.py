@@ -32,7 +32,8 @@ from .trace import read_trace
 CACHE_POLICIES = tuple(POLICIES)
 
 __all__ = [
-    "CACHE_POLICIES", "DEVICES", "resolve_device", "DEFAULT_SHARD_TIMEOUT", "ShardConfig", "expert_rank", "run_expert_rank", "DEFAULT_CONTEXT_CAP", "OS_RESERVE", "Machine", "ModelSize", "auto_budget", "memory_need",
+    "DEVICES", "resolve_device", "DEFAULT_SHARD_TIMEOUT", "ShardConfig", "expert_rank", "run_expert_rank",
+    "CACHE_POLICIES", "DEFAULT_CONTEXT_CAP", "OS_RESERVE", "Machine", "ModelSize", "auto_budget", "memory_need",
     "minimum_budget", "model_size", "preset_size", "Plan", "make_plan", "available_memory", "rss_bytes", "DEFAULT_THRESHOLDS", "DRAFT_MODES", "GREEDY", "POLICY_NAMES",
     "PREDICTORS", "PRESETS", "QTYPES", "CacheConfig", "ChatTemplate", "Constraint", "Engine", "EngineConfig",
     "EngineRequest", "GenerationStats", "GrammarError", "ModelInfo", "PrefetchSpec", "QueueFull", "SamplingParams",

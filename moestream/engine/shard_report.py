@@ -26,7 +26,8 @@ def shard_summary(sharding, cache=None, refresh: bool = True) -> dict:
         ranks.append({
             "rank": rank, "experts": sharding.plan.count(rank), "lookups": int(r.lookups), "hits": int(r.hits),
             "hit_rate": r.hit_rate, "bytes_read": int(r.bytes_read), "compute_seconds": r.compute_seconds,
-            "io_wait_seconds": r.io_wait_seconds, "cache_bytes": int(r.cache_bytes), "budget_bytes": int(r.budget_bytes),
+            "io_wait_seconds": r.io_wait_seconds, "cache_bytes": int(r.cache_bytes),
+            "budget_bytes": int(r.budget_bytes),
             "exchanges": t.exchanges, "rows": t.rows, "bytes_sent": t.bytes_sent, "bytes_received": t.bytes_received,
             "exchange_seconds": t.exchange_seconds, "waited_seconds": t.waited_seconds, "network_seconds": network,
         })
