@@ -1,4 +1,4 @@
-"""A server whose experts are sharded over 2 ranks answers 8 concurrent streams with exactly the tokens and
+"""A server whose experts are sharded over 2 or 3 ranks answers 8 concurrent streams with exactly the tokens and
 log-probabilities of a one-process server (greedy, so the batch composition cannot change the choice), shows
 per-rank counters in /metrics; killing the expert rank mid-request ends that request with an error within the
 timeout, and /health then answers 503 naming the rank while the server stays up."""
@@ -72,8 +72,9 @@ def reference():
         server.stop()
 
 
-def test_eight_streams_match_one_process_then_a_killed_rank_fails_cleanly(reference):
-    server, procs = start_sharded(2)
+@pytest.mark.parametrize("n", [2, 3])
+def test_eight_streams_match_one_process_then_a_killed_rank_fails_cleanly(reference, n):
+    server, procs = start_sharded(n)
     try:
         got = eight_streams(server)
         assert got == reference  # tokens and float log-probabilities, exactly
