@@ -11,7 +11,8 @@ native = Extension(
     "moestream.kernels.cpu._native",
     sources=sorted(str(p) for p in CSRC.glob("*.c")),
     depends=sorted(str(p) for p in CSRC.glob("*.h")),
-    # Baseline x86-64 code; the AVX2 tier is compiled per function (target attributes) and picked at run time.
+    # Baseline x86-64 code; the AVX2 and AVX-512 tiers are compiled per function (target attributes) and picked at
+    # run time.
     extra_compile_args=["-O3", "-std=c11", "-pthread", "-fno-strict-aliasing", "-Wall", "-Wno-unused-function"],
     extra_link_args=["-pthread", "-lm"],
     # Without a C compiler the package still installs and runs on the PyTorch reference (much slower);

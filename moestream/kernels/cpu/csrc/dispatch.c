@@ -1,5 +1,5 @@
 /* One table, ggml type id -> kernels; filled once from the CPU's features: generic, then better tiers
- * overwrite the entries they implement. MOESTREAM_KERNEL_TIER=generic|avx2 caps the tier (for tests). */
+ * overwrite the entries they implement. MOESTREAM_KERNEL_TIER=generic|avx2|avx512 caps the tier (for tests). */
 #include <stdlib.h>
 #include <string.h>
 
@@ -15,6 +15,15 @@ static int tier_allowed(const char *tier) {
     return !strcmp(tier, "avx2") || !strcmp(cap, tier);
 }
 
+static int has_avx512_vnni(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+           __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni");
+#else
+    return 0;
+#endif
+}
+
 void kernels_init(void) {
     if (initialised) return;
     register_generic(TABLE);
@@ -26,6 +35,7 @@ void kernels_init(void) {
         register_avx2(TABLE);
         register_kquants_avx2(TABLE);
         register_packed_avx2(TABLE);
+        if (has_avx512_vnni() && tier_allowed("avx512")) register_avx512(TABLE);
     }
 #endif
     initialised = 1;

@@ -82,6 +82,7 @@ void register_avx2(qtype_kernels *table);
 void register_kquants_avx2(qtype_kernels *table);
 void register_packed_generic(qtype_kernels *table);
 void register_packed_avx2(qtype_kernels *table);
+void register_avx512(qtype_kernels *table); /* AVX-512 VNNI: Q4_0/Q8_0 dot8 and their packed gemv8 */
 
 /* Re-lay rows x cols of GGUF type `type` (Q4_0, Q8_0) as its packed type, src -> dst (the same buffer is fine);
  * 0, -1 unsupported type, -2 out of memory, -4 bad sizes (rows % 8, cols % 32). */
