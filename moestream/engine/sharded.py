@@ -14,7 +14,7 @@ import os
 from dataclasses import dataclass, field
 
 from ..cache.config import CacheConfig
-from ..errors import ConfigError, ShardError
+from ..errors import ConfigError, MoestreamError, ShardError
 from ..telemetry.units import human_bytes
 from ..formats.split import open_gguf
 from ..layers.experts import ExpertFFNs
@@ -88,7 +88,7 @@ def open_rank0(info, config: ShardConfig, threads_note: str = "") -> Sharding:
     """Rank 0 after join_ranks: wait for the other ranks' caches, then open the link (its heartbeat starts)."""
     place, plan = join_ranks(info, config)
     try:
-        setup.barrier(place, "waiting for the expert ranks to open their caches")
+        setup.ready(place, None, "waiting for the expert ranks to open their caches")
         link = ShardLink(place.world, info.args.n_experts, info.args.d_model, config.timeout) if place.world > 1 \
             else None
     except BaseException:
@@ -124,15 +124,19 @@ def run_expert_rank(path, cache: CacheConfig, threads: int | None, config: Shard
     place, plan = join_ranks(info, config)
     owned = plan.owned(place.rank)
     try:
-        if cache.mmap:
-            raise ConfigError("--shard experts streams each rank's experts through its cache; drop --mmap")
-        expert_cache = open_cache(info.gguf.paths, info.experts, info.args.n_experts_used, cache,
-                                  n_owned=plan.count(place.rank))
+        try:
+            if cache.mmap:
+                raise ConfigError("--shard experts streams each rank's experts through its cache; drop --mmap")
+            expert_cache = open_cache(info.gguf.paths, info.experts, info.args.n_experts_used, cache,
+                                      n_owned=plan.count(place.rank))
+        except MoestreamError as exc:
+            setup.ready(place, str(exc), "the start-up barrier")  # raises, naming this rank, on every rank
+            raise
         try:
             compute = Compute(threads=threads, repack=cache.repack != "off") if threads is not None else \
                 Compute(repack=cache.repack != "off")
             _install_packer(compute, expert_cache, cache.repack)
-            setup.barrier(place, "the start-up barrier")
+            setup.ready(place, None, "the start-up barrier")
             say(f"rank {place.rank}/{place.world}: serving {plan.count(place.rank)} of {info.experts.n_total} experts "
                 f"({plan.basis}-balanced) with a {human_bytes(expert_cache.pool.budget)} cache (pid {os.getpid()})")
             ExpertRank(place.rank, expert_cache, compute, owned, info.args.n_experts, info.args.d_model,

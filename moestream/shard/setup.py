@@ -134,6 +134,20 @@ def agree(place: Place, file_digest: str, plan: ShardPlan) -> None:
                              f"--profile and rank count")
 
 
+def ready(place: Place, failure: str | None, what: str) -> None:
+    """The start-up barrier that carries a reason: every rank says whether it could open its part (None, or its
+    one-line error), and all stop with the first failing rank's own line, so rank 0 names why instead of timing
+    out on a barrier the failed rank never reached."""
+    everyone: list = [None] * place.world
+    try:
+        dist.all_gather_object(everyone, failure)
+    except RuntimeError as exc:
+        raise ShardError(f"rank {place.rank}: {what} failed: {_short(str(exc))}") from None
+    for rank, theirs in enumerate(everyone):
+        if theirs is not None:
+            raise ShardError(f"rank {rank} could not start: {theirs}")
+
+
 def barrier(place: Place, what: str) -> None:
     try:
         dist.barrier()

@@ -1,6 +1,7 @@
 """`moestream generate --shard experts` under torchrun, and the start-up errors: ranks that disagree on the file
 or the plan, a rank that cannot reach the rendezvous, a plan that leaves an expert without an owner, each a
-one-line error on the rank that reports it (and no hang on the others)."""
+one-line error on the rank that reports it (and no hang on the others); a rank that cannot open its part (its
+budget too small) names itself and its reason on every rank."""
 
 from __future__ import annotations
 
@@ -62,6 +63,14 @@ def test_a_plan_that_leaves_an_expert_without_an_owner(tmp_path):
     plan.write_text(json.dumps({"owners": owners}))
     for result in generate_ranks(2, lambda r: ["--shard-plan", str(plan), "--shard-timeout", "10"]):
         assert_one_line_error(result, "layer 2 expert 5 has no owner")
+
+
+def test_a_rank_that_cannot_open_its_part_is_named_on_every_rank():
+    t0 = time.monotonic()  # with a 60 s timeout: rank 0 must hear the reason, not wait out a barrier
+    results = generate_ranks(2, lambda r: ["--ram-budget", "64KiB"] if r == 1 else [])
+    assert time.monotonic() - t0 < 45
+    for result in results:
+        assert_one_line_error(result, "rank 1 could not start: RAM budget 64.00 KiB holds 0 expert(s)")
 
 
 def test_a_rank_that_cannot_reach_the_rendezvous():
