@@ -26,6 +26,7 @@ _SCALARS: dict[int, tuple[str, str]] = {
 }
 _BOOL, _STRING, _ARRAY = 7, 8, 9
 _U32, _U64 = 4, 10
+_U64_STRUCT = struct.Struct("<Q")
 DEFAULT_ALIGNMENT = 32
 MAX_DIMS = 4
 MAX_ARRAY_DEPTH = 8  # llama.cpp reads no nested arrays at all; a few levels leave room without recursing deep
@@ -121,6 +122,30 @@ class _Walker:
         # surrogateescape keeps non-UTF-8 token bytes recoverable (the tokenizer re-encodes the same way)
         return bytes(self.buf[start : self.pos]).decode("utf-8", "surrogateescape")
 
+    def _strings(self, count: int) -> list[str]:
+        """`count` strings in a row (a vocabulary, its merges): _string's checks in one local loop over bytes
+        copied a window at a time, about half the time of `count` _string calls."""
+        out: list = [None] * count
+        length = _U64_STRUCT.unpack_from
+        window = max(1 << 16, 32 * count)  # most tokens are short: one window usually holds the whole array
+        base = self.pos
+        data = bytes(self.buf[base : base + window])  # buf[base : base + len(data)]
+        pos, have = 0, len(data)
+        for i in range(count):
+            if pos + 8 > have or pos + 8 + length(data, pos)[0] > have:  # rare: the next window
+                base, pos = base + pos, 0
+                n = _U64_STRUCT.unpack_from(self.buf, base)[0] if base + 8 <= len(self.buf) else -1
+                if n < 0 or base + 8 + n > len(self.buf):
+                    raise ValueError("string runs past the end of the file")
+                window *= 2
+                data = bytes(self.buf[base : base + 8 + n + window])
+                have = len(data)
+            stop = pos + 8 + length(data, pos)[0]
+            out[i] = data[pos + 8 : stop].decode("utf-8", "surrogateescape")
+            pos = stop
+        self.pos = base + pos
+        return out
+
     def _value(self, vtype: int) -> Any:
         if vtype == _STRING:
             return self._string()
@@ -136,7 +161,7 @@ class _Walker:
         etype, count = self._scalar(_U32), self._scalar(_U64)
         if etype == _STRING:
             self._check_count(count, 8, "strings")
-            return [self._string() for _ in range(count)]
+            return self._strings(count)
         if etype == _ARRAY:
             self._check_count(count, 12, "arrays")
             return [self._array(depth + 1) for _ in range(count)]

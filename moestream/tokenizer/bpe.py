@@ -87,7 +87,8 @@ def _parse_merges(merges: list[str]) -> dict[tuple[str, str], int]:
     for rank, line in enumerate(merges):
         cut = line.find(" ", 1)
         pair = (line[:cut], line[cut + 1 :]) if cut >= 0 else ("", "")
-        ranks.setdefault(pair, rank)  # the first occurrence wins, as with emplace()
+        if pair not in ranks:  # the first occurrence wins, as with emplace()
+            ranks[pair] = rank
     return ranks
 
 

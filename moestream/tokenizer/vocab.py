@@ -196,6 +196,7 @@ def _apply_eog_workarounds(vocab: Vocab, eog: set[int]) -> None:
 def _special_ids(vocab: Vocab) -> tuple[int, ...]:
     """Ids split out of raw text first, longest text first so that e.g. `<|im_end|>` wins over `<|im`.
     Ties keep id order (llama.cpp's sort is unstable there; equal-length tokens rarely compete)."""
-    ids = [i for i, a in enumerate(vocab.attrs) if a & SPECIAL_ATTRS]
+    special = {a for a in set(vocab.attrs) if a & SPECIAL_ATTRS}  # a few distinct flags, not one `&` per token
+    ids = [i for i, a in enumerate(vocab.attrs) if a in special]
     ids.sort(key=lambda i: -len(vocab.tokens[i].encode("utf-8", "surrogateescape")))
     return tuple(ids)
