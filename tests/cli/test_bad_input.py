@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 
 import gguf
 import numpy as np
 import pytest
 
+from tests.fixtures.cli_process import run_moestream
 from tests.fixtures.gguf_edit import copy_gguf, set_tensor_offset
 from tests.fixtures.tiny_models import gguf_path
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "moestream", *args], capture_output=True, text=True, timeout=120)
+    """`python -m moestream ARGS`, in a child forked with the CLI imported (tests/fixtures/cli_process.py)."""
+    return run_moestream(list(args), timeout=120)
 
 
 def assert_one_line_error(result: subprocess.CompletedProcess, *needles: str) -> None:
