@@ -7,6 +7,9 @@ per token; then medians, and what the same arithmetic predicts for N machines on
 
     python bench/shard_bench.py -m /root/cache/bench/mixtral-4l-q4_0.gguf --budget 1040MiB --ranks 3 --rounds 3 \\
         -o /tmp/shard-bench
+
+--prefetch-ab compares N ranks without and with --prefetch instead (a per-rank budget smaller than each rank's
+share, so the ranks thrash and reading ahead can pay), with each rank's reads ahead and how many were used.
 """
 
 from __future__ import annotations
@@ -37,10 +40,10 @@ def one_rank(model: str, budget: str, stats: Path) -> dict:
                 "--stats-json", str(stats)], stats)
 
 
-def ranks(model: str, budget: str, n: int, stats: Path, port: int) -> dict:
+def ranks(model: str, budget: str, n: int, stats: Path, port: int, *flags: str) -> dict:
     return run([sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc-per-node", str(n),
                 "--master-port", str(port), "-m", "moestream", *BENCH, "-m", model, "--ram-budget", budget,
-                "--shard", "experts", "--stats-json", str(stats)], stats)
+                "--shard", "experts", "--stats-json", str(stats), *flags], stats)
 
 
 def per_token(r: dict) -> dict:
@@ -56,6 +59,7 @@ def per_token(r: dict) -> dict:
         "network_ms_per_token": 1e3 * sum(x["network_seconds"] for x in remote) / tokens,
         "exchange_bytes_per_token": sum(x["bytes_sent"] + x["bytes_received"] for x in remote) / tokens,
         "exchanges_per_token": sum(x["exchanges"] for x in remote) / tokens,
+        "read_ahead_used_by_rank": [(x.get("prefetch_issued", 0), x.get("prefetch_useful", 0)) for x in shard],
     }
 
 
@@ -66,8 +70,11 @@ def main() -> None:
     ap.add_argument("--ranks", type=int, default=3)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("-o", "--out", type=Path, default=Path("/tmp/shard-bench"))
+    ap.add_argument("--prefetch-ab", action="store_true", help="N ranks without against with --prefetch")
     a = ap.parse_args()
     a.out.mkdir(parents=True, exist_ok=True)
+    if a.prefetch_ab:
+        return prefetch_ab(a)
     rows = []
     for i in range(a.rounds):
         one = per_token(one_rank(a.model, a.budget, a.out / f"one-{i}.json"))
@@ -77,6 +84,21 @@ def main() -> None:
     med = statistics.median(r["speedup"] for r in rows)
     print(f"median speedup {a.ranks} ranks / 1 rank: {med:.2f}x over {a.rounds} rounds")
     (a.out / "report.json").write_text(json.dumps(rows, indent=1))
+
+
+def prefetch_ab(a) -> None:
+    rows = []
+    for i in range(a.rounds):
+        arms = [("off", ()), ("on", ("--prefetch",))]
+        if i % 2:
+            arms.reverse()
+        got = {name: per_token(ranks(a.model, a.budget, a.ranks, a.out / f"pf-{name}-{i}.json", 29800 + 2 * i + j,
+                                     *flags)) for j, (name, flags) in enumerate(arms)}
+        rows.append({"round": i, **got, "speedup": got["on"]["decode_tps"] / got["off"]["decode_tps"]})
+        print(json.dumps(rows[-1]), flush=True)
+    med = statistics.median(r["speedup"] for r in rows)
+    print(f"median speedup {a.ranks} ranks with / without --prefetch: {med:.2f}x over {a.rounds} rounds")
+    (a.out / "prefetch-report.json").write_text(json.dumps(rows, indent=1))
 
 
 if __name__ == "__main__":

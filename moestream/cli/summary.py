@@ -54,6 +54,8 @@ def shard_lines(r: dict) -> list[str]:
             line += (f", experts {1e3 * x['compute_seconds'] / tokens:.2f} ms/token, network "
                      f"{1e3 * x['network_seconds'] / tokens:.2f} ms/token, rank 0 waited "
                      f"{1e3 * x['waited_seconds'] / tokens:.2f} ms/token")
+        if x.get("prefetch_issued"):
+            line += f", read ahead {x['prefetch_issued']} ({x.get('prefetch_useful', 0)} used)"
         lines.append(line)
     if r.get("shard_fault"):
         lines.append(f"  failed: {r['shard_fault']}")

@@ -171,10 +171,10 @@ def _load(path, info: ModelInfo, progress: bool, threads: int | None, cache: Cac
         model = _build(info, resident, source, threads, cache.repack != "off")
         if expert_cache is not None:
             _install_packer(model.compute, expert_cache, cache.repack)
-        if expert_cache is not None and cache.prefetch:
-            _install_prefetch(model, expert_cache, cache, sharding.owned if sharding else None)
         if sharding is not None:
             attach(model, sharding)
+        if expert_cache is not None and cache.prefetch:
+            _install_prefetch(model, expert_cache, cache, sharding)
     except BaseException:
         if expert_cache is not None:
             expert_cache.close()  # its reader threads and ring would outlive a failed load
@@ -208,18 +208,20 @@ def set_prefetch(lm: LoadedModel, cache: CacheConfig) -> None:
     if lm.cache.on_acquire is not None:
         lm.cache.on_acquire.__self__.uninstall()
     if cache.prefetch:
-        _install_prefetch(lm.model, lm.cache, cache)
+        _install_prefetch(lm.model, lm.cache, cache, lm.sharding)
 
 
-def _install_prefetch(model: DecoderModel, expert_cache, cache: CacheConfig,
-                      owned: dict[int, frozenset[int]] | None = None) -> None:
+def _install_prefetch(model: DecoderModel, expert_cache, cache: CacheConfig, sharding: Sharding | None = None) -> None:
+    """With expert sharding, rank 0 reads ahead only its own experts and names the others' to their owners."""
     a = model.args
     predictor = make_predictor(cache.predictor, a.n_layers, a.n_experts, a.n_experts_used, cache.prefetch_depth)
     threshold = cache.prefetch_threshold
     if threshold is None:
         threshold = DEFAULT_THRESHOLDS[cache.predictor]
     prefetcher = Prefetcher(model, expert_cache, predictor, cache.prefetch_depth, threshold)
-    prefetcher.owned = owned
+    if sharding is not None:
+        prefetcher.owned = sharding.owned
+        prefetcher.hint = sharding.remote.hint if sharding.remote is not None else None
     prefetcher.install()
 
 

@@ -27,7 +27,8 @@ def shard_summary(sharding, cache=None, refresh: bool = True) -> dict:
             "rank": rank, "experts": sharding.plan.count(rank), "lookups": int(r.lookups), "hits": int(r.hits),
             "hit_rate": r.hit_rate, "bytes_read": int(r.bytes_read), "compute_seconds": r.compute_seconds,
             "io_wait_seconds": r.io_wait_seconds, "cache_bytes": int(r.cache_bytes),
-            "budget_bytes": int(r.budget_bytes),
+            "budget_bytes": int(r.budget_bytes), "prefetch_hinted": int(r.hinted),
+            "prefetch_issued": int(r.prefetch_issued), "prefetch_useful": int(r.prefetch_useful),
             "exchanges": t.exchanges, "rows": t.rows, "bytes_sent": t.bytes_sent, "bytes_received": t.bytes_received,
             "exchange_seconds": t.exchange_seconds, "waited_seconds": t.waited_seconds, "network_seconds": network,
         })
@@ -39,4 +40,5 @@ def _own(cache) -> dict:
     """Rank 0's own cache counters, in the per-rank shape."""
     s = cache.stats if cache is not None else None
     return {} if s is None else {"lookups": s.lookups, "hits": s.hits, "hit_rate": s.hit_rate,
-                                 "bytes_read": s.bytes_read, "io_wait_seconds": s.io_wait_seconds}
+                                 "bytes_read": s.bytes_read, "io_wait_seconds": s.io_wait_seconds,
+                                 "prefetch_issued": s.prefetch_issued, "prefetch_useful": s.prefetch_useful}

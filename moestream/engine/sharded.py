@@ -45,6 +45,7 @@ class Sharding:
     place: setup.Place
     plan: ShardPlan
     link: ShardLink | None
+    remote: RemoteExperts | None = None  # set by attach: the layers' way to the other ranks' experts
 
     @property
     def owned(self) -> dict[int, frozenset[int]]:
@@ -101,7 +102,7 @@ def attach(model, sharding: Sharding) -> None:
     """Send the other ranks' experts to them from every MoE layer (both expert paths)."""
     if sharding.link is None:
         return
-    remote = RemoteExperts(sharding.plan, sharding.link)
+    remote = sharding.remote = RemoteExperts(sharding.plan, sharding.link)
     for i, block in enumerate(model.blocks):
         experts = getattr(block.ffn, "experts", None)
         if experts is None:

@@ -38,6 +38,7 @@ class Prefetcher:
         self.n_experts = cache.store.n_experts
         self._x: dict[int, torch.Tensor] = {}  # layer -> its residual stream this step, until it routes
         self.owned: dict[int, frozenset[int]] | None = None  # expert sharding: read ahead only this rank's experts
+        self.hint = None  # expert sharding: Callable[[layer, experts], None] naming the others' to their owners
 
     def install(self) -> None:
         for i in self.layers:
@@ -74,5 +75,8 @@ class Prefetcher:
             if t in scores:
                 chosen = choose(scores[t], self.threshold, self.n_experts)
                 if self.owned is not None:
+                    theirs = [e for e in chosen if e not in self.owned[t]]
+                    if theirs and self.hint is not None:
+                        self.hint(t, theirs)
                     chosen = [e for e in chosen if e in self.owned[t]]
                 self.cache.prefetch(t, chosen)

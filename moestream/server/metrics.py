@@ -185,7 +185,10 @@ class _ShardCollector:
                 ("compute_seconds", "seconds of expert compute (ranks > 0)"),
                 ("exchange_seconds", "seconds from sending a layer's rows to the reply (ranks > 0, seen by rank 0)"),
                 ("waited_seconds", "seconds rank 0 waited for a rank after its own experts"),
-                ("network_seconds", "exchange seconds not spent computing on the rank"))
+                ("network_seconds", "exchange seconds not spent computing on the rank"),
+                ("prefetch_hinted", "experts rank 0's prefetcher named for the rank to read ahead (ranks > 0)"),
+                ("prefetch_issued", "reads ahead the rank's cache started"),
+                ("prefetch_useful", "reads ahead whose expert was then asked for"))
 
     def __init__(self, metrics: Metrics):
         self.metrics = metrics

@@ -1,5 +1,6 @@
 """An expert rank's loop: take a layer's rows from rank 0, run the experts this rank owns over them through its own
-cache (and reader), send back the weighted rows; answer pings with its counters; leave on STOP.
+cache (and reader), send back the weighted rows; read ahead the experts rank 0's prefetcher names for it; answer
+pings with its counters; leave on STOP.
 
 The experts run as layers/experts.py runs them in one process (by_layout batches, the same `Compute.moe_ffn`, one
 output row per (token, slot) pair), so each row is bit-identical to the one rank 0 would have computed. A message
@@ -39,6 +40,8 @@ class ExpertRank:
                     self._send(self._counters(), "counters")
                 elif op == wire.LAYER:
                     self._layer(layer, experts, counts, rows)
+                elif op == wire.PREFETCH:
+                    self._prefetch(layer, experts)
                 else:
                     raise ShardError(f"rank {self.rank}: unknown request {op} from rank 0")
 
@@ -54,6 +57,14 @@ class ExpertRank:
         self.counters.compute_seconds += time.perf_counter() - t0
         self.counters.requests += 1
         self._send(out, f"layer {layer}'s outputs")
+
+    def _prefetch(self, layer: int, experts: list[int]) -> None:
+        mine = self.owned.get(layer)
+        if mine is None or any(e not in mine for e in experts):
+            raise ShardError(f"rank {self.rank}: rank 0 named layer {layer} experts {experts} to read ahead, which "
+                             f"this rank's plan does not give it")
+        self.counters.hinted += len(experts)
+        self.cache.prefetch(layer, experts)
 
     def compute_rows(self, layer: int, experts: list[int], counts: list[int], payload: torch.Tensor) -> torch.Tensor:
         """payload [n, D + 1] (rows grouped by expert, weight last) -> weighted outputs [n, D]."""
@@ -73,6 +84,7 @@ class ExpertRank:
         s, c = self.cache.stats, self.counters
         c.lookups, c.hits, c.bytes_read = float(s.lookups), float(s.hits), float(s.bytes_read)
         c.io_wait_seconds, c.cache_bytes = s.io_wait_seconds, float(self.cache.pool.allocated_bytes)
+        c.prefetch_issued, c.prefetch_useful = float(s.prefetch_issued), float(s.prefetch_useful)
         return c.pack()
 
     def _recv(self, t: torch.Tensor, what: str) -> None:

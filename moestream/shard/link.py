@@ -58,6 +58,8 @@ class Pending:
                 t.waited_seconds += now - waited
             return list(self.replies.items())
         finally:
+            if self.open:
+                self.link.flush_hints()  # the ranks are back in their loops: their read-ahead can start
             self.close()
 
     def close(self) -> None:
@@ -72,6 +74,9 @@ class ShardLink:
         self.lock = threading.Lock()
         self.fault: str | None = None
         self.traffic = {r: RankTraffic() for r in range(1, world)}
+        self._hints: list[tuple[int, int, list[int]]] = []  # (rank, layer, experts) not yet sent
+        self._hint_lock = threading.Lock()
+        self._hints_sent: list = []  # (rank, work, header): isends that must complete before the next flush
         self._last = time.monotonic()
         self._closed = threading.Event()
         self._beat = threading.Thread(target=self._heartbeat, name="moestream-shard-heartbeat", daemon=True)
@@ -84,6 +89,8 @@ class ShardLink:
         The link is held until the Pending is waited on or closed."""
         self.lock.acquire()
         try:
+            self._check()
+            self.flush_hints()
             self._check()
             t0 = time.perf_counter()
             works, replies = [], {}
@@ -100,6 +107,42 @@ class ShardLink:
         except BaseException:
             self.lock.release()
             raise
+
+    def hint(self, rank: int, layer: int, experts: list[int]) -> None:
+        """Ask `rank` to read `layer`'s `experts` ahead. Called from the prefetcher, which may run inside an
+        exchange (the lock held by this same thread): then the hint waits for that exchange's replies (sent by
+        Pending.wait), else it goes now if the link is free, or with the next message."""
+        with self._hint_lock:
+            self._hints.append((rank, layer, list(experts)))
+        if self.lock.acquire(blocking=False):
+            try:
+                self.flush_hints()
+            finally:
+                self.lock.release()
+
+    def flush_hints(self) -> None:
+        """Send the queued hints (the lock held): one PREFETCH header each, not waited for here; the previous
+        flush's sends are completed first (each was received by a rank back in its loop, so this does not wait on
+        compute). A failure is kept as the fault; the exchange that follows reports it."""
+        if self.fault is not None or self._closed.is_set():
+            return
+        with self._hint_lock:
+            hints, self._hints = self._hints, []
+        try:
+            for rank, work, _ in self._hints_sent:
+                self.wait(work, rank, "a prefetch hint")
+            self._hints_sent = []
+            for rank, layer, experts in hints:
+                h = wire.header(wire.PREFETCH, self.n_experts, layer, experts, [0] * len(experts))
+                try:
+                    self._hints_sent.append((rank, dist.isend(h, rank), h))
+                except RuntimeError as exc:
+                    self.fault = self.fault or f"expert rank {rank} failed during a prefetch hint: " \
+                                               f"{_reason(exc, self.timeout)}"
+                    return
+                self.traffic[rank].bytes_sent += h.numel() * 8
+        except ShardError:
+            pass  # kept in self.fault; the exchange that follows raises it
 
     def wait(self, work, rank: int, what: str) -> None:
         try:
@@ -123,6 +166,7 @@ class ShardLink:
             self._ping_locked()
 
     def _ping_locked(self) -> None:
+        self.flush_hints()
         replies = {}
         works = []
         for rank in self.traffic:

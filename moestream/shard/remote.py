@@ -39,6 +39,14 @@ class RemoteExperts:
         return local, RemoteRows(self.link.exchange(layer, requests), groups)
 
 
+    def hint(self, layer: int, experts: list[int]) -> None:
+        """The prefetcher expects `layer` to route to `experts` (none of them rank 0's): each owner reads its own
+        ahead (one PREFETCH message per owner)."""
+        owner = self.owners[layer][torch.tensor(experts)].tolist() if experts else []
+        for rank in sorted(set(owner) - {0}):
+            self.link.hint(rank, layer, [e for e, r in zip(experts, owner) if r == rank])
+
+
 class RemoteRows:
     """The exchange of one layer: wait() -> [(indices into the routed experts, pairs, weighted rows [n, D])]."""
 

@@ -7,6 +7,8 @@ Rank 0 sends a request as a fixed-size header and, for a layer, one payload; the
   reply    LAYER: float32 [rows, D], each pair's weighted expert output, same order
            PING:  float64 [STAT_FIELDS], the rank's cumulative counters (RankCounters)
            STOP:  no reply; the rank leaves its loop
+           PREFETCH: no payload, no reply: rank 0's prefetcher predicts the header's experts (all this rank's) for
+           the header's layer; the rank reads them ahead into its cache (counts are zeros)
 One header and one payload per rank per layer (never one per expert); every call waits at most the group's
 timeout, so a dead or stalled peer ends in an error, never a hang."""
 
@@ -16,7 +18,7 @@ from dataclasses import dataclass, fields
 
 import torch
 
-LAYER, PING, STOP = 1, 2, 3
+LAYER, PING, STOP, PREFETCH = 1, 2, 3, 4
 
 
 def header_size(n_experts: int) -> int:
@@ -53,6 +55,9 @@ class RankCounters:
     cache_bytes: float = 0.0
     budget_bytes: float = 0.0
     requests: float = 0.0  # layer requests served
+    hinted: float = 0.0  # experts rank 0's prefetcher named for this rank (PREFETCH messages)
+    prefetch_issued: float = 0.0  # reads ahead this rank's cache started
+    prefetch_useful: float = 0.0  # ... whose expert was then asked for
 
     def pack(self) -> torch.Tensor:
         return torch.tensor([getattr(self, f.name) for f in fields(self)], dtype=torch.float64)

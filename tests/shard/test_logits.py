@@ -1,6 +1,7 @@
 """2 and 3 ranks on loopback (gloo) give logits bit-identical to one process: the embedded model on the native MoE
 step and on the PyTorch path, and a DeepSeek-shaped synth file (dense first layer, shared expert, grouped sigmoid
-routing), each with a cache budget so tight that most lookups miss."""
+routing), each with a cache budget so tight that most lookups miss; and with the prefetcher on, every rank reads
+its own experts ahead (rank 0 names the others' predicted experts to them) with the logits unchanged."""
 
 from __future__ import annotations
 
@@ -26,17 +27,22 @@ def deepseek(tmp_path_factory):
     return path
 
 
-def one_process(path, budget: int | None) -> list[torch.Tensor]:
-    lm = load_model(path, progress=False, cache=CacheConfig(ram_budget=budget))
+def one_process(path, budget: int | None, prefetch: bool = False) -> list[torch.Tensor]:
+    lm = load_model(path, progress=False, cache=CacheConfig(ram_budget=budget, prefetch=prefetch))
     try:
         return greedy_logits(lm)
     finally:
         lm.close()
 
 
-def sharded(path, n: int, budget: int | None, tmp_path) -> list[torch.Tensor]:
+def sharded(path, n: int, budget: int | None, tmp_path, *flags: str) -> list[torch.Tensor]:
+    return sharded_run(path, n, budget, tmp_path, *flags)["logits"]
+
+
+def sharded_run(path, n: int, budget: int | None, tmp_path, *flags: str) -> dict:
+    """{"logits": rank 0's, "ranks": the run's per-rank counters (engine/shard_report.py)}"""
     out = tmp_path / f"logits-{n}.pt"
-    run = torchrun(n, SCRIPT, str(path), str(out), str(budget) if budget else "auto")
+    run = torchrun(n, SCRIPT, str(path), str(out), str(budget) if budget else "auto", *flags)
     assert run.returncode == 0, run.stderr[-3000:]
     return torch.load(out)
 
@@ -63,3 +69,17 @@ def test_default_model_pytorch_path(tmp_path, monkeypatch):
 def test_deepseek_shaped_synth_file(deepseek, tmp_path):
     budget = tight_budget(deepseek)
     assert_identical(sharded(deepseek, 3, budget, tmp_path), one_process(deepseek, budget))
+
+
+def test_prefetch_reads_ahead_on_every_rank_and_changes_no_logit(tmp_path):
+    """Rank 0's prefetcher names the other ranks' predicted experts to them (one PREFETCH message per owner);
+    each reads its own ahead into its own cache. Room for two layers' top-k per rank, so reads ahead have slots."""
+    path = default_model_path()
+    budget = 2 * tight_budget(path)
+    run = sharded_run(path, 3, budget, tmp_path, "--prefetch")
+    assert_identical(run["logits"], one_process(path, budget, prefetch=True))
+    ranks = {r["rank"]: r for r in run["ranks"]}
+    for rank in (1, 2):
+        assert ranks[rank]["prefetch_hinted"] > 0, ranks[rank]
+        assert ranks[rank]["prefetch_issued"] > 0 and ranks[rank]["prefetch_useful"] > 0, ranks[rank]
+    assert ranks[0]["prefetch_issued"] > 0, ranks[0]
