@@ -110,9 +110,8 @@ class ExpertCache:
 
     # -- the hot path -------------------------------------------------------------------------------------------
 
-    def acquire(self, layer: int, experts: list[int], routed: list[int] | None = None) -> Iterator[Batch]:
-        """Yields batches of ready experts; a batch stays valid until the next one is requested. routed: the
-        layer's whole routing when `experts` is only this rank's part of it (expert sharding), for on_acquire."""
+    def acquire(self, layer: int, experts: list[int]) -> Iterator[Batch]:
+        """Yields batches of ready experts; a batch stays valid until the next one is requested."""
         self._reap_prefetches()
         self._score_prediction(layer, experts)
         self._current = layer
@@ -124,7 +123,7 @@ class ExpertCache:
         try:
             self._issue(layer, experts, waiting, inflight, done, holding=bool(hits))
             if self.on_acquire is not None:
-                self.on_acquire(layer, experts if routed is None else routed)
+                self.on_acquire(layer, experts)
             if hits:
                 yield [(i, self._entries[(layer, experts[i])].weights) for i in hits]
                 self._release([(layer, experts[i]) for i in hits])

@@ -219,9 +219,8 @@ def _install_prefetch(model: DecoderModel, expert_cache, cache: CacheConfig, sha
     if threshold is None:
         threshold = DEFAULT_THRESHOLDS[cache.predictor]
     prefetcher = Prefetcher(model, expert_cache, predictor, cache.prefetch_depth, threshold)
-    if sharding is not None:
-        prefetcher.owned = sharding.owned
-        prefetcher.hint = sharding.remote.hint if sharding.remote is not None else None
+    if sharding is not None and sharding.remote is not None:  # (one rank alone has no one to name)
+        prefetcher.shard_with(sharding.owned, sharding.remote)
     prefetcher.install()
 
 

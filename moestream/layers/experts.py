@@ -38,8 +38,7 @@ class ExpertFFNs:
         if self.remote is not None:
             local, remote = self.remote.send(self.layer, experts, offsets, pairs, x, w_flat, k)
         try:
-            self._compute(x, [experts[i] for i in local], local, offsets, pairs, w_flat, out, k,
-                          experts if self.remote is not None else None)
+            self._compute(x, [experts[i] for i in local], local, offsets, pairs, w_flat, out, k)
         except BaseException:
             if remote is not None:
                 remote.drain()
@@ -48,15 +47,11 @@ class ExpertFFNs:
             out[dest] = rows
         return out.view(T, k, D).sum(1)
 
-    def _compute(self, x, experts: list[int], index: list[int], offsets, pairs, w_flat, out, k: int,
-                 routed: list[int] | None = None) -> None:
-        """The experts computed here; index[i]: experts[i]'s place among the layer's routed experts. routed: the
-        whole routing when other ranks compute the rest (the cache's prefetcher hears it, even with none here)."""
-        if not experts and routed is None:
+    def _compute(self, x, experts: list[int], index: list[int], offsets, pairs, w_flat, out, k: int) -> None:
+        """The experts computed here; index[i]: experts[i]'s place among the layer's routed experts."""
+        if not experts:
             return
-        acquired = self.source.acquire(self.layer, experts) if routed is None else \
-            self.source.acquire(self.layer, experts, routed=routed)
-        for batch in acquired:
+        for batch in self.source.acquire(self.layer, experts):
             for part in by_layout(batch):
                 dest, sub_offsets = _batch_pairs([index[i] for i, _ in part], offsets, pairs)
                 y = self.compute.moe_ffn(x[dest // k], [w for _, w in part], sub_offsets,

@@ -92,11 +92,12 @@ class NativeMoEStep:
         _, offsets, pairs = group_by_expert(ids)  # the C step's grouping: stable by expert, token order
         local, remote = self.remote.send(self.layer, experts, offsets, pairs, xn, weights, self.kernel.k)
         done = False
-        try:  # acquired even when none is ours: the prefetcher hears the layer's whole routing either way
-            for batch in self.source.acquire(self.layer, [experts[i] for i in local], routed=experts):
-                for part in by_layout(batch) if batch else ():
-                    done = native.experts(self.kernel, self.ws, x, out,
-                                          [(local[i], w) for i, w in part], self.threads)
+        try:
+            if local:
+                for batch in self.source.acquire(self.layer, [experts[i] for i in local]):
+                    for part in by_layout(batch) if batch else ():
+                        done = native.experts(self.kernel, self.ws, x, out,
+                                              [(local[i], w) for i, w in part], self.threads)
         except BaseException:
             if remote is not None:
                 remote.drain()

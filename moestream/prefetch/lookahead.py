@@ -37,8 +37,11 @@ class Prefetcher:
         self.layers = moe_layers(model)
         self.n_experts = cache.store.n_experts
         self._x: dict[int, torch.Tensor] = {}  # layer -> its residual stream this step, until it routes
-        self.owned: dict[int, frozenset[int]] | None = None  # expert sharding: read ahead only this rank's experts
-        self.hint = None  # expert sharding: Callable[[layer, experts], None] naming the others' to their owners
+        # expert sharding (shard_with): read ahead only this rank's experts, name the others' to their owners
+        self.owned: dict[int, frozenset[int]] | None = None
+        self.hint = None  # Callable[[layer, experts], None]
+        self._ours: dict[int, dict[int, list[int]]] = {}  # routed layer -> {target layer: our experts to read}
+        self._remote = None
 
     def install(self) -> None:
         for i in self.layers:
@@ -51,7 +54,10 @@ class Prefetcher:
         for i in self.layers:
             self.blocks[i].lookahead = None
         self.cache.on_acquire, self.cache.prefetcher = None, ""
+        if self._remote is not None:
+            self._remote.on_route = None
         self._x.clear()
+        self._ours.clear()
 
     def _hook(self, layer: int):
         def see(x: torch.Tensor) -> None:
@@ -59,11 +65,44 @@ class Prefetcher:
 
         return see
 
+    def shard_with(self, owned: dict[int, frozenset[int]], remote) -> None:
+        """Expert sharding: `remote` (shard/remote.py's RemoteExperts) tells `route` each layer's whole routing
+        before its rows go out; this rank reads only `owned` experts ahead."""
+        self.owned, self.hint, self._remote = owned, remote.hint, remote
+        remote.on_route = self.route
+
     def after_acquire(self, layer: int, experts: list[int]) -> None:
         """The cache has issued `layer`'s demand reads: read ahead for the layers after it."""
+        if self.owned is not None:  # predicted at route(); our part waited for our demand reads
+            for t, chosen in self._ours.pop(layer, {}).items():
+                self.cache.prefetch(t, chosen)
+            return
+        for t, chosen in self._predict(layer, experts).items():
+            self.cache.prefetch(t, chosen)
+
+    def route(self, layer: int, experts: list[int]) -> None:
+        """Expert sharding, before `layer`'s rows go to the other ranks: predict from the layer's whole routing,
+        name each other rank its predicted experts now (it reads them ahead while it computes this layer: its
+        reader puts its demand reads first), and keep ours for after our own demand reads, or read them now if
+        this layer has none of ours (no acquire will come)."""
+        self._ours.clear()
+        ours = {}
+        for t, chosen in self._predict(layer, experts).items():
+            theirs = [e for e in chosen if e not in self.owned[t]]
+            if theirs and self.hint is not None:
+                self.hint(t, theirs)
+            ours[t] = [e for e in chosen if e in self.owned[t]]
+        if any(e in self.owned[layer] for e in experts):
+            self._ours[layer] = ours
+        else:
+            for t, chosen in ours.items():
+                self.cache.prefetch(t, chosen)
+
+    def _predict(self, layer: int, experts: list[int]) -> dict[int, list[int]]:
+        """-> {target layer: experts worth reading}, nearest target first (needed first, predicted best)."""
         x = self._x.pop(layer, None)
         if layer not in self.layers:
-            return
+            return {}
         pos = self.layers.index(layer)
         targets = self.layers[pos + 1:pos + 1 + self.depth]
         ahead = None  # the predictor still sees the last layer's routing: history learns from it
@@ -71,12 +110,4 @@ class Prefetcher:
             with torch.no_grad():
                 ahead = router_lookahead(self.blocks, x, targets)
         scores = self.predictor.predict(layer, experts, ahead, targets)
-        for t in targets:  # nearest first: it is needed first and predicted best
-            if t in scores:
-                chosen = choose(scores[t], self.threshold, self.n_experts)
-                if self.owned is not None:
-                    theirs = [e for e in chosen if e not in self.owned[t]]
-                    if theirs and self.hint is not None:
-                        self.hint(t, theirs)
-                    chosen = [e for e in chosen if e in self.owned[t]]
-                self.cache.prefetch(t, chosen)
+        return {t: choose(scores[t], self.threshold, self.n_experts) for t in targets if t in scores}

@@ -18,12 +18,15 @@ class RemoteExperts:
     def __init__(self, plan: ShardPlan, link: ShardLink):
         self.plan, self.link = plan, link
         self.owners = {layer: torch.tensor(row) for layer, row in plan.owners.items()}
+        self.on_route = None  # Callable[[layer, routed experts], None]: the prefetcher, before the rows go out
 
     def send(self, layer: int, experts: list[int], offsets: torch.Tensor, pairs: torch.Tensor, xn: torch.Tensor,
              weights: torch.Tensor, k: int) -> tuple[list[int], "RemoteRows | None"]:
         """experts: the layer's routed experts (ascending); offsets [n+1], pairs (t*k+slot grouped by expert): as
         layers/experts.py's group_by_expert; xn [T, D] the experts' input, weights [T*k] the pairs' weights.
         -> (indices into `experts` computed here, the exchange in flight or None)."""
+        if self.on_route is not None:
+            self.on_route(layer, experts)
         owner = self.owners[layer][torch.tensor(experts)].tolist()
         local = [i for i, r in enumerate(owner) if r == 0]
         if len(local) == len(experts):
