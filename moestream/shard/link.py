@@ -109,9 +109,9 @@ class ShardLink:
             raise
 
     def hint(self, rank: int, layer: int, experts: list[int]) -> None:
-        """Ask `rank` to read `layer`'s `experts` ahead. Called from the prefetcher, which may run inside an
-        exchange (the lock held by this same thread): then the hint waits for that exchange's replies (sent by
-        Pending.wait), else it goes now if the link is free, or with the next message."""
+        """Ask `rank` to read `layer`'s `experts` ahead: sent now if the link is free, else (the heartbeat holds it,
+        or an exchange of this thread does) queued and sent ahead of the next exchange or ping, or once the
+        exchange in flight has its replies."""
         with self._hint_lock:
             self._hints.append((rank, layer, list(experts)))
         if self.lock.acquire(blocking=False):
