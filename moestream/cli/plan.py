@@ -10,6 +10,8 @@ import sys
 from pathlib import Path
 
 from ..engine import OS_RESERVE, Plan, human_bytes, make_plan, parse_bytes
+from ..engine.planner import READ_SECONDS
+from ..errors import ConfigError
 from .options import CACHE, add_model_flag, model_path
 
 
@@ -24,6 +26,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="routing profile (a --stats-json file of an earlier run) for the hit-rate estimate")
     p.add_argument("--reader", choices=("auto", "thread", "uring"), default=CACHE.reader)
     p.add_argument("--no-direct", action="store_true", help="buffered reads instead of O_DIRECT")
+    p.add_argument("--measure-seconds", type=float, default=READ_SECONDS, metavar="S",
+                   help="how long the read and the compute measurements each run; longer is steadier on a noisy "
+                        "machine (default %(default)g)")
     p.add_argument("--json", action="store_true", help="print the plan as JSON")
     p.set_defaults(run=run)
 
@@ -32,10 +37,13 @@ def run(args: argparse.Namespace) -> int:
     from ..engine import CacheConfig
 
     path = model_path(args)
+    if not 0.1 <= args.measure_seconds <= 600:
+        raise ConfigError(f"--measure-seconds must be between 0.1 and 600, got {args.measure_seconds:g}")
     budget = None if args.ram_budget == "auto" else parse_bytes(args.ram_budget)
     cache = CacheConfig(reader=args.reader, direct=not args.no_direct)
     plan = make_plan(path, budget, args.ctx_size, args.max_batch, args.threads, cache, _profile(args.profile),
-                     say=lambda text: print(f"moestream: {text}", file=sys.stderr, flush=True))
+                     say=lambda text: print(f"moestream: {text}", file=sys.stderr, flush=True),
+                     seconds=args.measure_seconds)
     print(json.dumps(as_json(plan), indent=1) if args.json else "\n".join(report(plan)))
     return 0
 
@@ -47,7 +55,6 @@ def _profile(path: str | None) -> list[list[int]] | None:
 
     counts = _read_json(path, "--profile").get("routing_counts")
     if not counts:
-        from ..errors import ConfigError
         raise ConfigError(f"{path} has no routing_counts; write one with --stats-json")
     return counts
 

@@ -93,16 +93,17 @@ def _fit(times: dict[int, list[float]], k: int, slot: int) -> ReadModel:
     return ReadModel(latency, per, k * slot / many if many else 0.0, sum(len(v) for v in times.values()))
 
 
-def measure_compute(path: str, config: EngineConfig, seed: int = 0) -> tuple[float, dict]:
+def measure_compute(path: str, config: EngineConfig, seed: int = 0, seconds: float = COMPUTE_SECONDS
+                    ) -> tuple[float, dict]:
     """(seconds of compute per decoded token, the last run summary) of short decodes with `config`'s budget, after
     bench's warm-up (every expert read first when the budget holds them all, then an untimed run); more runs of
-    RUN_TOKENS (or what the context allows) until COMPUTE_SECONDS of decode were measured."""
+    RUN_TOKENS (or what the context allows) until `seconds` of decode were measured."""
     with Engine.open(path, config) as engine:
         n_prompt = max(min(COMPUTE_PROMPT, engine.context_length - COMPUTE_TOKENS - 1), 1)
         result = engine.bench(n_prompt, COMPUTE_TOKENS, seed, warmup=True)
         runs = [result]
         n_more = max(min(engine.context_length - n_prompt - 1, RUN_TOKENS), COMPUTE_TOKENS)
-        while sum(r["decode_seconds"] for r in runs) < COMPUTE_SECONDS and len(runs) < MAX_COMPUTE_RUNS:
+        while sum(r["decode_seconds"] for r in runs) < seconds and len(runs) < MAX_COMPUTE_RUNS:
             runs.append(engine.bench(n_prompt, n_more, seed + len(runs), warmup=False))
     seconds = sum(r["decode_seconds"] - r["io_wait_ms_per_token"] * r["decode_tokens"] / 1e3 for r in runs)
     return seconds / sum(r["decode_tokens"] for r in runs), runs[-1]  # a mean: decode tok/s is a mean too
@@ -172,9 +173,10 @@ class Plan:
 
 
 def make_plan(path: str, budget: int | None, context: int | None, sequences: int, threads: int | None,
-              cache: CacheConfig, profile: list[list[int]] | None = None, say=lambda text: None) -> Plan:
+              cache: CacheConfig, profile: list[list[int]] | None = None, say=lambda text: None,
+              seconds: float = READ_SECONDS) -> Plan:
     """Measure and predict. budget None: auto_budget's; too small for one token's experts is a ConfigError.
-    say(text): told before the measurements start."""
+    say(text): told before the measurements start; seconds: how long reads and compute are each measured."""
     info = inspect_file(path)
     if info.experts is None:
         raise ConfigError(f"{Path(path).name} has no routed experts: there is no expert budget to plan")
@@ -183,10 +185,10 @@ def make_plan(path: str, budget: int | None, context: int | None, sequences: int
     chosen = auto_budget(size, machine, ctx, sequences) if budget is None else whole_slots(size, budget)
     _check_fits(size, machine, chosen, budget, ctx, sequences)
     say(f"measuring reads and compute on {Path(path).name} (a few seconds)")
-    reads = measure_reads(info, cache)
+    reads = measure_reads(info, cache, seconds)
     config = EngineConfig(cache=dataclasses.replace(cache, ram_budget=chosen), threads=threads, context_length=ctx,
                           progress=False)
-    compute_s, summary = measure_compute(path, config)
+    compute_s, summary = measure_compute(path, config, seconds=seconds)
     h = hit_rate(chosen // size.slot_bytes, size.expert_slots, profile)
     k, layers = size.experts_per_token, len(info.experts.layers)
     return Plan(str(path), size, machine, cgroup_limit(), ctx, sequences, chosen, budget is None,
