@@ -6,12 +6,12 @@ from __future__ import annotations
 import hashlib
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from tests.cli.test_bad_input import assert_one_line_error
+from tests.fixtures.cli_process import run_moestream
 from tests.fixtures.fake_hub import FakeHub
 from tests.fixtures.gguf_edit import copy_gguf
 from tests.fixtures.tiny_models import gguf_path
@@ -45,8 +45,7 @@ def cli(hub, tmp_path):
                HF_HUB_DISABLE_PROGRESS_BARS="1")
 
     def run(*args: str, offline: bool = False) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "moestream", *args], capture_output=True, text=True, timeout=120,
-                              env={**env, "HF_HUB_OFFLINE": "1" if offline else "0"})
+        return run_moestream(list(args), timeout=120, env={**env, "HF_HUB_OFFLINE": "1" if offline else "0"})
     run.cache = tmp_path / "hf" / "hub"
     return run
 
