@@ -17,7 +17,9 @@ from ..cache.config import CacheConfig
 from ..errors import ConfigError, MoestreamError, ShardError
 from ..telemetry.units import human_bytes
 from ..formats.split import open_gguf
+from ..layers.biased_experts import BiasedExpertFFNs
 from ..layers.experts import ExpertFFNs
+from ..models.decoder import Weights
 from ..shard import setup
 from ..shard.expert_rank import ExpertRank, say
 from ..shard.link import ShardLink
@@ -107,12 +109,31 @@ def attach(model, sharding: Sharding) -> None:
         experts = getattr(block.ffn, "experts", None)
         if experts is None:
             continue  # a dense layer
-        if type(experts) is not ExpertFFNs:
+        if type(experts) not in SHARDABLE:
             raise ShardError(f"--shard experts: layer {i}'s experts ({type(experts).__name__}, {model.args.arch}) "
                              f"are not shardable yet; run this model on one rank")
         experts.remote = remote
         if block.native_ffn is not None:
             block.native_ffn.remote = remote
+
+
+SHARDABLE = (ExpertFFNs, BiasedExpertFFNs)  # the experts objects with `remote` and `expert_rows`
+
+
+def rank_experts(info, cache, compute) -> dict:
+    """An expert rank's experts objects per MoE layer, of the model's kind, reading from this rank's cache. An
+    architecture with its own MoE block (ArchSpec.moe: gpt-oss's biased experts) is built by its own builder from
+    the block's small resident tensors (router, biases: ArchSpec.moe_shapes), so the rank computes as rank 0."""
+    from .loader import _load_resident
+
+    layers = info.experts.layers
+    if info.spec.moe is None:
+        return {layer: ExpertFFNs(layer, cache, compute) for layer in layers}
+    prefixes = {layer: f"blk.{layer}." for layer in layers}
+    names = [n for p in prefixes.values() for n in (p + "ffn_gate_inp.weight", *(s[0] for s in
+             info.spec.moe_shapes(info.args, p))) if n in info.gguf.tensors]
+    weights = Weights(_load_resident(info.gguf, names, progress=False), compute)
+    return {layer: info.spec.moe(weights, p, layer, info.args, cache, compute).experts for layer, p in prefixes.items()}
 
 
 def run_expert_rank(path, cache: CacheConfig, threads: int | None, config: ShardConfig) -> int:
@@ -137,10 +158,11 @@ def run_expert_rank(path, cache: CacheConfig, threads: int | None, config: Shard
             compute = Compute(threads=threads, repack=cache.repack != "off") if threads is not None else \
                 Compute(repack=cache.repack != "off")
             _install_packer(compute, expert_cache, cache.repack)
+            ffns = rank_experts(info, expert_cache, compute)
             setup.ready(place, None, "the start-up barrier")
             say(f"rank {place.rank}/{place.world}: serving {plan.count(place.rank)} of {info.experts.n_total} experts "
                 f"({plan.basis}-balanced) with a {human_bytes(expert_cache.pool.budget)} cache (pid {os.getpid()})")
-            ExpertRank(place.rank, expert_cache, compute, owned, info.args.n_experts, info.args.d_model,
+            ExpertRank(place.rank, expert_cache, ffns, owned, info.args.n_experts, info.args.d_model,
                        config.timeout).serve()
         finally:
             expert_cache.close()

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 
 from ..kernels.dispatch import Compute
-from .experts import ExpertSource, group_by_expert
+from .experts import ExpertSource, group_by_expert, rows_layout
 
 
 @dataclass(frozen=True)
@@ -38,6 +38,7 @@ class BiasedExpertFFNs:
                  alpha: float, limit: float):
         self.layer, self.source, self.biases, self.compute = layer, source, biases, compute
         self.alpha, self.limit = alpha, limit
+        self.remote = None  # expert sharding (shard/remote.py): other ranks' experts, computed there
 
     def __call__(self, x: torch.Tensor, topk_ids: torch.Tensor, topk_weights: torch.Tensor) -> torch.Tensor:
         # x: [T, D]; topk_ids, topk_weights: [T, k] -> [T, D]
@@ -45,11 +46,36 @@ class BiasedExpertFFNs:
         experts, offsets, pairs = group_by_expert(topk_ids)
         out = torch.empty(T * k, D, dtype=torch.float32)  # one row per (token, slot); every row gets written
         w_flat = topk_weights.flatten().to(torch.float32)
-        for batch in self.source.acquire(self.layer, experts):
-            for i, weights in batch:
+        local, remote = list(range(len(experts))), None
+        if self.remote is not None:
+            local, remote = self.remote.send(self.layer, experts, offsets, pairs, x, w_flat, k)
+        try:
+            self._compute(x, experts, local, offsets, pairs, w_flat, out, k)
+        except BaseException:
+            if remote is not None:
+                remote.drain()
+            raise
+        for _, dest, rows in remote.wait() if remote is not None else ():
+            out[dest] = rows
+        return out.view(T, k, D).sum(1)
+
+    def expert_rows(self, experts: list[int], counts: list[int], x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        """On the rank that owns `experts` (expert sharding): x [n, D] their rows grouped by expert (`counts` each),
+        w [n] the rows' routing weights -> [n, D] the weighted outputs, as __call__ computes them."""
+        offsets, pairs = rows_layout(counts)
+        out = torch.empty(x.shape[0], x.shape[1], dtype=torch.float32)
+        self._compute(x, experts, list(range(len(experts))), offsets, pairs, w, out, 1)
+        return out
+
+    def _compute(self, x, experts: list[int], index: list[int], offsets, pairs, w_flat, out, k: int) -> None:
+        """experts[index[j]] for each j, computed here (the others are another rank's)."""
+        if not index:
+            return
+        for batch in self.source.acquire(self.layer, [experts[i] for i in index]):
+            for j, weights in batch:
+                i = index[j]
                 dest = pairs[offsets[i]:offsets[i + 1]]
                 out[dest] = self._expert(experts[i], weights, x[dest // k]) * w_flat[dest, None]
-        return out.view(T, k, D).sum(1)
 
     def _expert(self, e: int, w, x: torch.Tensor) -> torch.Tensor:
         # x: [n, D] rows routed to expert e -> [n, D]

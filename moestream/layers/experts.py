@@ -47,6 +47,14 @@ class ExpertFFNs:
             out[dest] = rows
         return out.view(T, k, D).sum(1)
 
+    def expert_rows(self, experts: list[int], counts: list[int], x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        """On the rank that owns `experts` (expert sharding): x [n, D] their rows grouped by expert (`counts` each,
+        token order), w [n] the rows' routing weights -> [n, D] the weighted outputs, as __call__ computes them."""
+        offsets, pairs = rows_layout(counts)
+        out = torch.empty(x.shape[0], x.shape[1], dtype=torch.float32)
+        self._compute(x, experts, list(range(len(experts))), offsets, pairs, w, out, 1)
+        return out
+
     def _compute(self, x, experts: list[int], index: list[int], offsets, pairs, w_flat, out, k: int) -> None:
         """The experts computed here; index[i]: experts[i]'s place among the layer's routed experts."""
         if not experts:
@@ -57,6 +65,14 @@ class ExpertFFNs:
                 y = self.compute.moe_ffn(x[dest // k], [w for _, w in part], sub_offsets,
                                          torch.arange(len(dest), dtype=torch.int32), w_flat[dest])
                 out[dest] = y
+
+
+def rows_layout(counts: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """An owner rank's request (rows grouped by expert, `counts` per expert) as group_by_expert's (offsets,
+    pairs): offsets [n+1], pairs the identity (row r is pair r)."""
+    offsets = torch.zeros(len(counts) + 1, dtype=torch.int64)
+    offsets[1:] = torch.tensor(counts).cumsum(0)
+    return offsets, torch.arange(int(offsets[-1]))
 
 
 def by_layout(batch: list[tuple[int, ExpertWeights]]) -> list[list[tuple[int, ExpertWeights]]]:

@@ -16,14 +16,17 @@ import torch
 import torch.distributed as dist
 
 from ..errors import ShardError
-from ..layers.experts import _batch_pairs, by_layout
 from . import wire
 
 
 class ExpertRank:
-    def __init__(self, rank: int, cache, compute, owned: dict[int, frozenset[int]], n_experts: int, d_model: int,
+    """ffns: MoE layer -> that layer's experts object, of the model's own kind (layers/experts.py's ExpertFFNs,
+    layers/biased_experts.py's BiasedExpertFFNs), reading from this rank's cache: its expert_rows computes a
+    request exactly as rank 0 would have."""
+
+    def __init__(self, rank: int, cache, ffns: dict, owned: dict[int, frozenset[int]], n_experts: int, d_model: int,
                  timeout: float):
-        self.rank, self.cache, self.compute, self.owned = rank, cache, compute, owned
+        self.rank, self.cache, self.ffns, self.owned = rank, cache, ffns, owned
         self.n_experts, self.d_model, self.timeout = n_experts, d_model, timeout
         self.counters = wire.RankCounters(budget_bytes=float(cache.pool.budget))
 
@@ -69,16 +72,7 @@ class ExpertRank:
     def compute_rows(self, layer: int, experts: list[int], counts: list[int], payload: torch.Tensor) -> torch.Tensor:
         """payload [n, D + 1] (rows grouped by expert, weight last) -> weighted outputs [n, D]."""
         x, w = payload[:, :self.d_model].contiguous(), payload[:, self.d_model].contiguous()
-        offsets = torch.zeros(len(counts) + 1, dtype=torch.int64)
-        offsets[1:] = torch.tensor(counts).cumsum(0)
-        pairs = torch.arange(x.shape[0])
-        out = torch.empty(x.shape[0], self.d_model, dtype=torch.float32)
-        for batch in self.cache.acquire(layer, experts):
-            for part in by_layout(batch):
-                dest, sub = _batch_pairs([i for i, _ in part], offsets, pairs)
-                out[dest] = self.compute.moe_ffn(x[dest], [e for _, e in part], sub,
-                                                 torch.arange(len(dest), dtype=torch.int32), w[dest])
-        return out
+        return self.ffns[layer].expert_rows(experts, counts, x, w)
 
     def _counters(self) -> torch.Tensor:
         s, c = self.cache.stats, self.counters

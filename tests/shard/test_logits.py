@@ -1,6 +1,6 @@
 """2 and 3 ranks on loopback (gloo) give logits bit-identical to one process: the embedded model on the native MoE
 step and on the PyTorch path, and a DeepSeek-shaped synth file (dense first layer, shared expert, grouped sigmoid
-routing), each with a cache budget so tight that most lookups miss; and with the prefetcher on, every rank reads
+routing) and gpt-oss (biased experts, clamped SwiGLU), each with a cache budget so tight that most lookups miss; and with the prefetcher on, every rank reads
 its own experts ahead (rank 0 names the others' predicted experts to them) with the logits unchanged."""
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from moestream.assets import default_model_path
 from moestream.cache.config import CacheConfig
 from moestream.engine.loader import load_model
 from tests.cache.streaming_helpers import greedy_logits, tight_budget
+from tests.fixtures.tiny_models import gguf_path
 from tests.shard.ranks import ROOT, torchrun
 from tests.synth.test_synth import Q4_0, small
 
@@ -69,6 +70,15 @@ def test_default_model_pytorch_path(tmp_path, monkeypatch):
 def test_deepseek_shaped_synth_file(deepseek, tmp_path):
     budget = tight_budget(deepseek)
     assert_identical(sharded(deepseek, 3, budget, tmp_path), one_process(deepseek, budget))
+
+
+@pytest.mark.parametrize("outtype", ["f32", "q8_0"])
+def test_gpt_oss_biased_experts(outtype, tmp_path):
+    """gpt-oss's experts (per-expert biases, clamped SwiGLU; the PyTorch path): the owner ranks build the same
+    experts objects from the architecture's own builder and its small resident tensors."""
+    path = gguf_path("gpt-oss", outtype)
+    budget = tight_budget(path)
+    assert_identical(sharded(path, 3, budget, tmp_path), one_process(path, budget))
 
 
 def test_prefetch_reads_ahead_on_every_rank_and_changes_no_logit(tmp_path):
