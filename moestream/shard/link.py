@@ -96,10 +96,11 @@ class ShardLink:
             works, replies = [], {}
             for rank, (experts, counts, payload) in requests.items():
                 h = wire.header(wire.LAYER, self.n_experts, layer, experts, counts)
-                works.append((rank, dist.isend(h, rank)))
-                works.append((rank, dist.isend(payload, rank)))
+                what = f"layer {layer}"
+                works.append((rank, self._post(dist.isend, h, rank, what)))
+                works.append((rank, self._post(dist.isend, payload, rank, what)))
                 replies[rank] = torch.empty(payload.shape[0], self.d_model, dtype=torch.float32)
-                works.append((rank, dist.irecv(replies[rank], rank)))
+                works.append((rank, self._post(dist.irecv, replies[rank], rank, what)))
                 t = self.traffic[rank]
                 t.rows += payload.shape[0]
                 t.bytes_sent += h.numel() * 8 + payload.numel() * 4
@@ -134,15 +135,18 @@ class ShardLink:
             self._hints_sent = []
             for rank, layer, experts in hints:
                 h = wire.header(wire.PREFETCH, self.n_experts, layer, experts, [0] * len(experts))
-                try:
-                    self._hints_sent.append((rank, dist.isend(h, rank), h))
-                except RuntimeError as exc:
-                    self.fault = self.fault or f"expert rank {rank} failed during a prefetch hint: " \
-                                               f"{_reason(exc, self.timeout)}"
-                    return
+                self._hints_sent.append((rank, self._post(dist.isend, h, rank, "a prefetch hint"), h))
                 self.traffic[rank].bytes_sent += h.numel() * 8
         except ShardError:
             pass  # kept in self.fault; the exchange that follows raises it
+
+    def _post(self, op, tensor: torch.Tensor, rank: int, what: str):
+        """dist.isend/irecv; gloo raises at once (not at wait) on a connection it already saw close."""
+        try:
+            return op(tensor, rank)
+        except RuntimeError as exc:
+            self.fault = self.fault or f"expert rank {rank} failed during {what}: {_reason(exc, self.timeout)}"
+            raise ShardError(self.fault) from None
 
     def wait(self, work, rank: int, what: str) -> None:
         try:
@@ -170,9 +174,9 @@ class ShardLink:
         replies = {}
         works = []
         for rank in self.traffic:
-            works.append((rank, dist.isend(wire.header(wire.PING, self.n_experts), rank)))
+            works.append((rank, self._post(dist.isend, wire.header(wire.PING, self.n_experts), rank, "a heartbeat")))
             replies[rank] = torch.empty(wire.STAT_FIELDS, dtype=torch.float64)
-            works.append((rank, dist.irecv(replies[rank], rank)))
+            works.append((rank, self._post(dist.irecv, replies[rank], rank, "a heartbeat")))
         for rank, work in works:
             self.wait(work, rank, "a heartbeat")
         for rank, reply in replies.items():

@@ -24,9 +24,9 @@ PROMPTS = [f"Chapter {i}. It was a fine morning, and" for i in range(8)]
 TIMEOUT = 8  # --shard-timeout
 
 
-def start_sharded(n: int) -> tuple[Server, list[subprocess.Popen]]:
+def start_sharded(n: int, *extra: str) -> tuple[Server, list[subprocess.Popen]]:
     flags = ["serve", "-m", MODEL, "--port", "0", "--max-batch", "8", "--shard", "experts", "--shard-timeout",
-             str(TIMEOUT)]
+             str(TIMEOUT), *extra]
     procs = start_ranks(n, lambda r: ["-m", "moestream", *flags], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     server = Server(procs[0])
     threading.Thread(target=lambda: server.output.extend(procs[0].stdout), daemon=True).start()
@@ -72,9 +72,9 @@ def reference():
         server.stop()
 
 
-@pytest.mark.parametrize("n", [2, 3])
-def test_eight_streams_match_one_process_then_a_killed_rank_fails_cleanly(reference, n):
-    server, procs = start_sharded(n)
+@pytest.mark.parametrize("n, extra", [(2, ()), (3, ("--prefetch",))], ids=["2", "3-prefetch"])
+def test_eight_streams_match_one_process_then_a_killed_rank_fails_cleanly(reference, n, extra):
+    server, procs = start_sharded(n, *extra)  # prefetch hints in flight too when the rank dies (3 ranks)
     try:
         got = eight_streams(server)
         assert got == reference  # tokens and float log-probabilities, exactly
