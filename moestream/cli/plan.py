@@ -9,8 +9,7 @@ import os
 import sys
 from pathlib import Path
 
-from ..engine import OS_RESERVE, Plan, human_bytes, make_plan, parse_bytes
-from ..engine.planner import READ_SECONDS
+from ..engine import OS_RESERVE, READ_SECONDS, Plan, human_bytes, make_plan, parse_bytes
 from ..errors import ConfigError
 from .options import CACHE, add_model_flag, model_path
 

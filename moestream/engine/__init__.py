@@ -20,7 +20,7 @@ from .live import apply_live, live_changes, reload_fields
 from .llm import DEFAULT_CONTEXT_CAP, Engine, EngineConfig
 from .loader import ModelInfo, inspect_file
 from .model_size import model_size, preset_size
-from .planner import Plan, make_plan
+from .planner import READ_SECONDS, Plan, make_plan
 from .sizing import OS_RESERVE, Machine, ModelSize, auto_budget, memory_need, minimum_budget
 from .sampling import GREEDY, SamplingParams
 from .sharded import DEFAULT_TIMEOUT as DEFAULT_SHARD_TIMEOUT, ShardConfig, run_expert_rank
@@ -34,7 +34,7 @@ CACHE_POLICIES = tuple(POLICIES)
 __all__ = [
     "DEVICES", "resolve_device", "DEFAULT_SHARD_TIMEOUT", "ShardConfig", "expert_rank", "run_expert_rank",
     "CACHE_POLICIES", "DEFAULT_CONTEXT_CAP", "OS_RESERVE", "Machine", "ModelSize", "auto_budget", "memory_need",
-    "minimum_budget", "model_size", "preset_size", "Plan", "make_plan", "available_memory", "rss_bytes", "DEFAULT_THRESHOLDS", "DRAFT_MODES", "GREEDY", "POLICY_NAMES",
+    "minimum_budget", "model_size", "preset_size", "Plan", "make_plan", "READ_SECONDS", "available_memory", "rss_bytes", "DEFAULT_THRESHOLDS", "DRAFT_MODES", "GREEDY", "POLICY_NAMES",
     "PREDICTORS", "PRESETS", "QTYPES", "CacheConfig", "ChatTemplate", "Constraint", "Engine", "EngineConfig",
     "EngineRequest", "GenerationStats", "GrammarError", "ModelInfo", "PrefetchSpec", "QueueFull", "SamplingParams",
     "Scheduler", "SchedulerClosed", "StepInfo", "TokenEvent", "TokenOut", "Tokenizer", "apply_live", "budget_slots",
