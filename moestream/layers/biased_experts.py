@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 
 from ..kernels.dispatch import Compute
-from .experts import ExpertSource, group_by_expert, rows_layout
+from .experts import ExpertSource, group_by_expert, rows_layout, with_remote
 
 
 @dataclass(frozen=True)
@@ -46,17 +46,8 @@ class BiasedExpertFFNs:
         experts, offsets, pairs = group_by_expert(topk_ids)
         out = torch.empty(T * k, D, dtype=torch.float32)  # one row per (token, slot); every row gets written
         w_flat = topk_weights.flatten().to(torch.float32)
-        local, remote = list(range(len(experts))), None
-        if self.remote is not None:
-            local, remote = self.remote.send(self.layer, experts, offsets, pairs, x, w_flat, k)
-        try:
-            self._compute(x, experts, local, offsets, pairs, w_flat, out, k)
-        except BaseException:
-            if remote is not None:
-                remote.drain()
-            raise
-        for _, dest, rows in remote.wait() if remote is not None else ():
-            out[dest] = rows
+        with_remote(self.remote, self.layer, experts, offsets, pairs, x, w_flat, k, out,
+                    lambda local: self._compute(x, experts, local, offsets, pairs, w_flat, out, k))
         return out.view(T, k, D).sum(1)
 
     def expert_rows(self, experts: list[int], counts: list[int], x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:

@@ -34,17 +34,8 @@ class ExpertFFNs:
         experts, offsets, pairs = group_by_expert(topk_ids)
         out = torch.empty(T * k, D, dtype=torch.float32)  # one row per (token, slot); every row gets written
         w_flat = topk_weights.flatten().to(torch.float32)
-        local, remote = list(range(len(experts))), None
-        if self.remote is not None:
-            local, remote = self.remote.send(self.layer, experts, offsets, pairs, x, w_flat, k)
-        try:
-            self._compute(x, [experts[i] for i in local], local, offsets, pairs, w_flat, out, k)
-        except BaseException:
-            if remote is not None:
-                remote.drain()
-            raise
-        for _, dest, rows in remote.wait() if remote is not None else ():
-            out[dest] = rows
+        with_remote(self.remote, self.layer, experts, offsets, pairs, x, w_flat, k, out,
+                    lambda local: self._compute(x, [experts[i] for i in local], local, offsets, pairs, w_flat, out, k))
         return out.view(T, k, D).sum(1)
 
     def expert_rows(self, experts: list[int], counts: list[int], x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
@@ -65,6 +56,24 @@ class ExpertFFNs:
                 y = self.compute.moe_ffn(x[dest // k], [w for _, w in part], sub_offsets,
                                          torch.arange(len(dest), dtype=torch.int32), w_flat[dest])
                 out[dest] = y
+
+
+def with_remote(remote, layer: int, experts: list[int], offsets, pairs, x, w_flat, k: int, out: torch.Tensor,
+                compute_here) -> None:
+    """Fill `out` [T*k, D] (a row per (token, slot) pair): compute_here(indices into `experts`) for the experts
+    this rank computes (all of them without sharding: remote None); the others' rows from their owner ranks
+    (shard/remote.py), sent before and taken after, so both run at once."""
+    local, pending = list(range(len(experts))), None
+    if remote is not None:
+        local, pending = remote.send(layer, experts, offsets, pairs, x, w_flat, k)
+    try:
+        compute_here(local)
+    except BaseException:
+        if pending is not None:
+            pending.drain()  # the ranks' replies are still taken, so the message order holds
+        raise
+    for _, dest, rows in pending.wait() if pending is not None else ():
+        out[dest] = rows
 
 
 def rows_layout(counts: list[int]) -> tuple[torch.Tensor, torch.Tensor]:

@@ -7,6 +7,8 @@
 #include "kernels.h"
 
 #define AVX2 __attribute__((target("avx2,fma,f16c")))
+#define SIMD_TARGET AVX2
+#include "x86_helpers.h"
 
 AVX2 static inline float hsum(__m256 v) {
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -24,13 +26,6 @@ AVX2 static inline __m256 dot_i8(__m256i w, __m256i a) {
 AVX2 static inline __m256 dot_u8(__m256i w, __m256i a) {
     /* w: 32 unsigned bytes < 128, a: 32 signed bytes */
     return _mm256_cvtepi32_ps(_mm256_madd_epi16(_mm256_maddubs_epi16(w, a), _mm256_set1_epi16(1)));
-}
-
-AVX2 static inline __m256i nibbles(const uint8_t qs[16]) {
-    /* bytes 0..15: low nibbles, 16..31: high nibbles (GGUF order of the 32 elements) */
-    const __m128i q = _mm_loadu_si128((const __m128i *)qs);
-    const __m256i both = _mm256_set_m128i(_mm_srli_epi16(q, 4), q);
-    return _mm256_and_si256(both, _mm256_set1_epi8(0x0f));
 }
 
 AVX2 static inline __m256i fifth_bits(const uint8_t qh[4]) {
@@ -76,21 +71,6 @@ AVX2 static float dot_q4_0(int n, const void *w, const void *a) {
         off = fma1(d, y[b].s, off);
     }
     return fma1(-8.0f, off, acc);
-}
-
-AVX2 static inline __m256i sum_lanes8(const __m256i v[8]) {
-    /* lane r = exact sum of v[r]'s 8 int32 lanes */
-    const __m256i s0123 = _mm256_hadd_epi32(_mm256_hadd_epi32(v[0], v[1]), _mm256_hadd_epi32(v[2], v[3]));
-    const __m256i s4567 = _mm256_hadd_epi32(_mm256_hadd_epi32(v[4], v[5]), _mm256_hadd_epi32(v[6], v[7]));
-    return _mm256_add_epi32(_mm256_permute2x128_si256(s0123, s4567, 0x20),
-                            _mm256_permute2x128_si256(s0123, s4567, 0x31));
-}
-
-AVX2 static inline __m256 scales8(const uint8_t *w, size_t row_bytes) {
-    /* the fp16 scale at the start of the block at w in each of 8 rows, as floats */
-    uint16_t d[8];
-    for (int r = 0; r < 8; r++) __builtin_memcpy(&d[r], w + r * row_bytes, 2);
-    return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)d));
 }
 
 AVX2 static void dot8_q4_0(int n, const void *w, size_t row_bytes, const void *act, float *y8) {

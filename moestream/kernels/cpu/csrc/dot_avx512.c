@@ -11,29 +11,10 @@
 #include "packed.h"
 
 #define VNNI __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")))
+#define SIMD_TARGET VNNI
+#include "x86_helpers.h"
 
 VNNI static inline __m256i dpbusd(__m256i acc, __m256i u8, __m256i s8) { return _mm256_dpbusd_epi32(acc, u8, s8); }
-
-VNNI static inline __m256i nibbles(const uint8_t qs[16]) {
-    /* bytes 0..15: low nibbles, 16..31: high nibbles (GGUF order of the 32 elements) */
-    const __m128i q = _mm_loadu_si128((const __m128i *)qs);
-    return _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(q, 4), q), _mm256_set1_epi8(0x0f));
-}
-
-VNNI static inline __m256i sum_lanes8(const __m256i v[8]) {
-    /* lane r = exact sum of v[r]'s 8 int32 lanes */
-    const __m256i s0123 = _mm256_hadd_epi32(_mm256_hadd_epi32(v[0], v[1]), _mm256_hadd_epi32(v[2], v[3]));
-    const __m256i s4567 = _mm256_hadd_epi32(_mm256_hadd_epi32(v[4], v[5]), _mm256_hadd_epi32(v[6], v[7]));
-    return _mm256_add_epi32(_mm256_permute2x128_si256(s0123, s4567, 0x20),
-                            _mm256_permute2x128_si256(s0123, s4567, 0x31));
-}
-
-VNNI static inline __m256 scales8(const uint8_t *w, size_t row_bytes) {
-    /* the fp16 scale at the start of the block at w in each of 8 rows, as floats */
-    uint16_t d[8];
-    for (int r = 0; r < 8; r++) __builtin_memcpy(&d[r], w + r * row_bytes, 2);
-    return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)d));
-}
 
 VNNI static void dot8_q4_0(int n, const void *w, size_t row_bytes, const void *act, float *y8) {
     /* dot_q4_0 of the AVX2 tier for 8 rows (lane r = row r): acc = fma(d_w d_a, block sum, acc),
@@ -72,25 +53,6 @@ VNNI static void dot8_q8_0(int n, const void *w, size_t row_bytes, const void *a
 
 /* Packed layouts: each 32-byte chunk holds 4 elements of each of 8 rows, so vpdpbusd against one broadcast 4-byte
  * piece of the activation adds row r's 4 products into 32-bit lane r. */
-
-VNNI static inline __m256i piece(const int8_t *qs, int i) {
-    int32_t v;
-    __builtin_memcpy(&v, qs + 4 * i, 4);
-    return _mm256_set1_epi32(v);
-}
-
-VNNI static inline const act_a32 *token(const void *act, size_t act_row_bytes, int t) {
-    return (const act_a32 *)((const uint8_t *)act + (size_t)t * act_row_bytes);
-}
-
-VNNI static inline void q4_0_r8_unpack(const block_q4_0_r8 *x, __m256i lo[4], __m256i hi[4]) {
-    const __m256i low = _mm256_set1_epi8(0x0f);
-    for (int c = 0; c < 4; c++) {
-        const __m256i q = _mm256_loadu_si256((const __m256i *)(x->qs + 32 * c));
-        lo[c] = _mm256_and_si256(q, low);
-        hi[c] = _mm256_and_si256(_mm256_srli_epi16(q, 4), low);
-    }
-}
 
 VNNI static inline __m256 q4_0_r8_sum(const __m256i lo[4], const __m256i hi[4], const act_a32 *a) {
     /* one token and block column: per row, sum_j nib_j a_j exactly, as a float */

@@ -7,17 +7,8 @@
 #include "packed.h"
 
 #define AVX2 __attribute__((target("avx2,fma,f16c")))
-
-AVX2 static inline __m256i piece(const int8_t *qs, int i) {
-    /* activation elements 4i..4i+3, in every lane */
-    int32_t v;
-    __builtin_memcpy(&v, qs + 4 * i, 4);
-    return _mm256_set1_epi32(v);
-}
-
-AVX2 static inline const act_a32 *token(const void *act, size_t act_row_bytes, int t) {
-    return (const act_a32 *)((const uint8_t *)act + (size_t)t * act_row_bytes);
-}
+#define SIMD_TARGET AVX2
+#include "x86_helpers.h"
 
 AVX2 static inline __m256i q4_0_r8_sum(const __m256i lo[4], const __m256i hi[4], const act_a32 *a) {
     /* one token and block column: per row, sum_j nib_j a_j exactly in int16 (8 pieces x 2 products of |nib| <= 15,
@@ -35,15 +26,6 @@ AVX2 static inline void q4_0_r8_scale(__m256 d, const act_a32 *a, __m256i sum, _
     const __m256 isum = _mm256_cvtepi32_ps(_mm256_madd_epi16(sum, _mm256_set1_epi16(1)));
     *acc = _mm256_fmadd_ps(_mm256_mul_ps(d, _mm256_set1_ps(a->d)), isum, *acc);
     *off = _mm256_fmadd_ps(d, _mm256_set1_ps(a->s), *off);
-}
-
-AVX2 static inline void q4_0_r8_unpack(const block_q4_0_r8 *x, __m256i lo[4], __m256i hi[4]) {
-    const __m256i low = _mm256_set1_epi8(0x0f);
-    for (int c = 0; c < 4; c++) {
-        const __m256i q = _mm256_loadu_si256((const __m256i *)(x->qs + 32 * c));
-        lo[c] = _mm256_and_si256(q, low);
-        hi[c] = _mm256_and_si256(_mm256_srli_epi16(q, 4), low);
-    }
 }
 
 AVX2 static void gemv8_q4_0(int n, const void *w, const void *act, size_t act_row_bytes, int n_tokens, float *y,
