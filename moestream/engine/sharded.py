@@ -100,6 +100,9 @@ def open_rank0(info, config: ShardConfig, threads_note: str = "") -> Sharding:
     return Sharding(place, plan, link)
 
 
+SHARDABLE = (ExpertFFNs, BiasedExpertFFNs)  # layers/experts.py ShardableExperts: `remote` and `expert_rows`
+
+
 def attach(model, sharding: Sharding) -> None:
     """Send the other ranks' experts to them from every MoE layer (both expert paths)."""
     if sharding.link is None:
@@ -115,9 +118,6 @@ def attach(model, sharding: Sharding) -> None:
         experts.remote = remote
         if block.native_ffn is not None:
             block.native_ffn.remote = remote
-
-
-SHARDABLE = (ExpertFFNs, BiasedExpertFFNs)  # the experts objects with `remote` and `expert_rows`
 
 
 def rank_experts(info, cache, compute) -> dict:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 
 from ..kernels.dispatch import Compute
-from .experts import ExpertSource, group_by_expert, rows_layout, with_remote
+from .experts import ExpertSource, ShardableExperts, group_by_expert, with_remote
 
 
 @dataclass(frozen=True)
@@ -31,14 +31,13 @@ def clamped_swiglu(gate: torch.Tensor, up: torch.Tensor, alpha: float, limit: fl
     return gate * torch.sigmoid(alpha * gate) * (up.clamp(-limit, limit) + 1)
 
 
-class BiasedExpertFFNs:
+class BiasedExpertFFNs(ShardableExperts):
     """Implements `RoutedExperts` (layers/moe.py) for one layer."""
 
     def __init__(self, layer: int, source: ExpertSource, biases: ExpertBiases, compute: Compute,
                  alpha: float, limit: float):
         self.layer, self.source, self.biases, self.compute = layer, source, biases, compute
         self.alpha, self.limit = alpha, limit
-        self.remote = None  # expert sharding (shard/remote.py): other ranks' experts, computed there
 
     def __call__(self, x: torch.Tensor, topk_ids: torch.Tensor, topk_weights: torch.Tensor) -> torch.Tensor:
         # x: [T, D]; topk_ids, topk_weights: [T, k] -> [T, D]
@@ -49,14 +48,6 @@ class BiasedExpertFFNs:
         with_remote(self.remote, self.layer, experts, offsets, pairs, x, w_flat, k, out,
                     lambda local: self._compute(x, experts, local, offsets, pairs, w_flat, out, k))
         return out.view(T, k, D).sum(1)
-
-    def expert_rows(self, experts: list[int], counts: list[int], x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-        """On the rank that owns `experts` (expert sharding): x [n, D] their rows grouped by expert (`counts` each),
-        w [n] the rows' routing weights -> [n, D] the weighted outputs, as __call__ computes them."""
-        offsets, pairs = rows_layout(counts)
-        out = torch.empty(x.shape[0], x.shape[1], dtype=torch.float32)
-        self._compute(x, experts, list(range(len(experts))), offsets, pairs, w, out, 1)
-        return out
 
     def _compute(self, x, experts: list[int], index: list[int], offsets, pairs, w_flat, out, k: int) -> None:
         """experts[index[j]] for each j, computed here (the others are another rank's)."""

@@ -21,12 +21,27 @@ class ExpertSource(Protocol):
         ...
 
 
-class ExpertFFNs:
+class ShardableExperts:
+    """What an experts kind needs to be sharded (engine/sharded.py): `remote` on rank 0 (its __call__ goes through
+    with_remote), and `_compute(x, experts, index, offsets, pairs, w_flat, out, k)` filling the rows of
+    experts[index[j]], which `expert_rows` reuses on an owner rank."""
+
+    remote = None  # shard/remote.py's RemoteExperts: other ranks' experts, computed there
+
+    def expert_rows(self, experts: list[int], counts: list[int], x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        """On the rank that owns `experts`: x [n, D] their rows grouped by expert (`counts` each, token order),
+        w [n] the rows' routing weights -> [n, D] the weighted outputs, as __call__ computes them."""
+        offsets, pairs = rows_layout(counts)
+        out = torch.empty(x.shape[0], x.shape[1], dtype=torch.float32)
+        self._compute(x, experts, list(range(len(experts))), offsets, pairs, w, out, 1)
+        return out
+
+
+class ExpertFFNs(ShardableExperts):
     """Implements `RoutedExperts` for one layer."""
 
     def __init__(self, layer: int, source: ExpertSource, compute: Compute | None = None):
         self.layer, self.source, self.compute = layer, source, compute or Compute()
-        self.remote = None  # expert sharding (shard/remote.py): other ranks' experts, computed there
 
     def __call__(self, x: torch.Tensor, topk_ids: torch.Tensor, topk_weights: torch.Tensor) -> torch.Tensor:
         # x: [T, D]; topk_ids, topk_weights: [T, k]
@@ -35,22 +50,15 @@ class ExpertFFNs:
         out = torch.empty(T * k, D, dtype=torch.float32)  # one row per (token, slot); every row gets written
         w_flat = topk_weights.flatten().to(torch.float32)
         with_remote(self.remote, self.layer, experts, offsets, pairs, x, w_flat, k, out,
-                    lambda local: self._compute(x, [experts[i] for i in local], local, offsets, pairs, w_flat, out, k))
+                    lambda local: self._compute(x, experts, local, offsets, pairs, w_flat, out, k))
         return out.view(T, k, D).sum(1)
 
-    def expert_rows(self, experts: list[int], counts: list[int], x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-        """On the rank that owns `experts` (expert sharding): x [n, D] their rows grouped by expert (`counts` each,
-        token order), w [n] the rows' routing weights -> [n, D] the weighted outputs, as __call__ computes them."""
-        offsets, pairs = rows_layout(counts)
-        out = torch.empty(x.shape[0], x.shape[1], dtype=torch.float32)
-        self._compute(x, experts, list(range(len(experts))), offsets, pairs, w, out, 1)
-        return out
-
     def _compute(self, x, experts: list[int], index: list[int], offsets, pairs, w_flat, out, k: int) -> None:
-        """The experts computed here; index[i]: experts[i]'s place among the layer's routed experts."""
-        if not experts:
+        """experts[index[j]] for each j, computed here (the others are another rank's)."""
+        if not index:
             return
-        for batch in self.source.acquire(self.layer, experts):
+        here = [experts[i] for i in index]  # batches index into `here`; index[j] is here[j]'s place in `experts`
+        for batch in self.source.acquire(self.layer, here):
             for part in by_layout(batch):
                 dest, sub_offsets = _batch_pairs([index[i] for i, _ in part], offsets, pairs)
                 y = self.compute.moe_ffn(x[dest // k], [w for _, w in part], sub_offsets,
