@@ -100,7 +100,7 @@ def open_rank0(info, config: ShardConfig, threads_note: str = "") -> Sharding:
     return Sharding(place, plan, link)
 
 
-SHARDABLE = (ExpertFFNs, BiasedExpertFFNs)  # layers/experts.py ShardableExperts: `remote` and `expert_rows`
+SHARDABLE = (ExpertFFNs, BiasedExpertFFNs)  # layers/experts.py ExpertRows: `remote` and `expert_rows`
 
 
 def attach(model, sharding: Sharding) -> None:

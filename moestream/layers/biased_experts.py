@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 
 from ..kernels.dispatch import Compute
-from .experts import ExpertSource, ShardableExperts, group_by_expert, with_remote
+from .experts import ExpertRows, ExpertSource
 
 
 @dataclass(frozen=True)
@@ -31,23 +31,13 @@ def clamped_swiglu(gate: torch.Tensor, up: torch.Tensor, alpha: float, limit: fl
     return gate * torch.sigmoid(alpha * gate) * (up.clamp(-limit, limit) + 1)
 
 
-class BiasedExpertFFNs(ShardableExperts):
+class BiasedExpertFFNs(ExpertRows):
     """Implements `RoutedExperts` (layers/moe.py) for one layer."""
 
     def __init__(self, layer: int, source: ExpertSource, biases: ExpertBiases, compute: Compute,
                  alpha: float, limit: float):
         self.layer, self.source, self.biases, self.compute = layer, source, biases, compute
         self.alpha, self.limit = alpha, limit
-
-    def __call__(self, x: torch.Tensor, topk_ids: torch.Tensor, topk_weights: torch.Tensor) -> torch.Tensor:
-        # x: [T, D]; topk_ids, topk_weights: [T, k] -> [T, D]
-        (T, D), k = x.shape, topk_ids.shape[1]
-        experts, offsets, pairs = group_by_expert(topk_ids)
-        out = torch.empty(T * k, D, dtype=torch.float32)  # one row per (token, slot); every row gets written
-        w_flat = topk_weights.flatten().to(torch.float32)
-        with_remote(self.remote, self.layer, experts, offsets, pairs, x, w_flat, k, out,
-                    lambda local: self._compute(x, experts, local, offsets, pairs, w_flat, out, k))
-        return out.view(T, k, D).sum(1)
 
     def _compute(self, x, experts: list[int], index: list[int], offsets, pairs, w_flat, out, k: int) -> None:
         """experts[index[j]] for each j, computed here (the others are another rank's)."""

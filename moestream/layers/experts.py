@@ -21,12 +21,24 @@ class ExpertSource(Protocol):
         ...
 
 
-class ShardableExperts:
-    """What an experts kind needs to be sharded (engine/sharded.py): `remote` on rank 0 (its __call__ goes through
-    with_remote), and `_compute(x, experts, index, offsets, pairs, w_flat, out, k)` filling the rows of
-    experts[index[j]], which `expert_rows` reuses on an owner rank."""
+class ExpertRows:
+    """The routed experts of one layer, one output row per (token, slot) pair, summed per token at the end; a kind
+    (ExpertFFNs, layers/biased_experts.py's BiasedExpertFFNs) gives `layer` and `_compute(x, experts, index,
+    offsets, pairs, w_flat, out, k)`, which fills the rows of experts[index[j]]. With expert sharding
+    (engine/sharded.py), rank 0 sets `remote` and the other ranks' experts are computed there (`expert_rows`)."""
 
+    layer: int
     remote = None  # shard/remote.py's RemoteExperts: other ranks' experts, computed there
+
+    def __call__(self, x: torch.Tensor, topk_ids: torch.Tensor, topk_weights: torch.Tensor) -> torch.Tensor:
+        # x: [T, D]; topk_ids, topk_weights: [T, k] -> [T, D]
+        (T, D), k = x.shape, topk_ids.shape[1]
+        experts, offsets, pairs = group_by_expert(topk_ids)
+        out = torch.empty(T * k, D, dtype=torch.float32)  # one row per (token, slot); every row gets written
+        w_flat = topk_weights.flatten().to(torch.float32)
+        with_remote(self.remote, self.layer, experts, offsets, pairs, x, w_flat, k, out,
+                    lambda local: self._compute(x, experts, local, offsets, pairs, w_flat, out, k))
+        return out.view(T, k, D).sum(1)
 
     def expert_rows(self, experts: list[int], counts: list[int], x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         """On the rank that owns `experts`: x [n, D] their rows grouped by expert (`counts` each, token order),
@@ -37,21 +49,11 @@ class ShardableExperts:
         return out
 
 
-class ExpertFFNs(ShardableExperts):
+class ExpertFFNs(ExpertRows):
     """Implements `RoutedExperts` for one layer."""
 
     def __init__(self, layer: int, source: ExpertSource, compute: Compute | None = None):
         self.layer, self.source, self.compute = layer, source, compute or Compute()
-
-    def __call__(self, x: torch.Tensor, topk_ids: torch.Tensor, topk_weights: torch.Tensor) -> torch.Tensor:
-        # x: [T, D]; topk_ids, topk_weights: [T, k]
-        (T, D), k = x.shape, topk_ids.shape[1]
-        experts, offsets, pairs = group_by_expert(topk_ids)
-        out = torch.empty(T * k, D, dtype=torch.float32)  # one row per (token, slot); every row gets written
-        w_flat = topk_weights.flatten().to(torch.float32)
-        with_remote(self.remote, self.layer, experts, offsets, pairs, x, w_flat, k, out,
-                    lambda local: self._compute(x, experts, local, offsets, pairs, w_flat, out, k))
-        return out.view(T, k, D).sum(1)
 
     def _compute(self, x, experts: list[int], index: list[int], offsets, pairs, w_flat, out, k: int) -> None:
         """experts[index[j]] for each j, computed here (the others are another rank's)."""
