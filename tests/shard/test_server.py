@@ -1,7 +1,8 @@
 """A server whose experts are sharded over 2 or 3 ranks answers 8 concurrent streams with exactly the tokens and
 log-probabilities of a one-process server (greedy, so the batch composition cannot change the choice), shows
 per-rank counters in /metrics; killing the expert rank mid-request ends that request with an error within the
-timeout, and /health then answers 503 naming the rank while the server stays up."""
+timeout, and /health then answers 503 naming the rank while the server stays up. A small DeepSeek-shaped synth
+file served by 2 ranks gives one process's completions too."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import threading
 import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 
@@ -24,8 +26,8 @@ PROMPTS = [f"Chapter {i}. It was a fine morning, and" for i in range(8)]
 TIMEOUT = 8  # --shard-timeout
 
 
-def start_sharded(n: int, *extra: str) -> tuple[Server, list[subprocess.Popen]]:
-    flags = ["serve", "-m", MODEL, "--port", "0", "--max-batch", "8", "--shard", "experts", "--shard-timeout",
+def start_sharded(n: int, *extra: str, model: str = MODEL) -> tuple[Server, list[subprocess.Popen]]:
+    flags = ["serve", "-m", model, "--port", "0", "--max-batch", "8", "--shard", "experts", "--shard-timeout",
              str(TIMEOUT), *extra]
     procs = start_ranks(n, lambda r: ["-m", "moestream", *flags], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     server = Server(procs[0])
@@ -115,6 +117,52 @@ def test_eight_streams_match_one_process_then_a_killed_rank_fails_cleanly(refere
             client.chat.completions.create(model=MODEL_ID, messages=[{"role": "user", "content": "hi"}], max_tokens=4)
         assert later.value.status_code == 503 and "expert rank 1" in str(later.value)
         assert procs[0].poll() is None  # the server is still up, saying why it cannot answer
+    finally:
+        server.stop()
+        finish(procs, timeout=30)
+
+
+@pytest.fixture(scope="module")
+def synth_file(tmp_path_factory) -> str:
+    """A small DeepSeek-shaped synth file (dense first layer, shared expert, grouped routing), no chat template:
+    served through /v1/completions."""
+    from moestream.synth import write_synth
+    from tests.synth.test_synth import Q4_0, small
+
+    path = tmp_path_factory.mktemp("shard-server") / "deepseek-synth.gguf"
+    write_synth(path, small("deepseek-v3", vocab=2000), Q4_0, seed=3, progress=False)
+    return str(path)
+
+
+def completion_streams(server: Server, model_id: str) -> list[tuple[list[str], list[float]]]:
+    client = client_of(server)
+
+    def one(prompt: str):
+        tokens, logprobs = [], []
+        for chunk in client.completions.create(model=model_id, prompt=prompt, max_tokens=16, temperature=0,
+                                               stream=True, logprobs=1):
+            lp = chunk.choices[0].logprobs if chunk.choices else None
+            if lp is not None and lp.tokens:
+                tokens += lp.tokens
+                logprobs += lp.token_logprobs
+        return tokens, logprobs
+
+    with ThreadPoolExecutor(8) as pool:
+        return list(pool.map(one, [f"{i} {i + 1} {i + 2}" for i in range(8)]))
+
+
+def test_a_synth_file_serves_eight_streams_like_one_process(synth_file):
+    model_id = Path(synth_file).stem
+    one = start_server("-m", synth_file, "--max-batch", "8")
+    try:
+        want = completion_streams(one, model_id)
+    finally:
+        one.stop()
+    server, procs = start_sharded(2, model=synth_file)
+    try:
+        got = completion_streams(server, model_id)
+        assert got == want  # tokens and float log-probabilities, exactly
+        assert all(len(tokens) == 16 for tokens, _ in got), got
     finally:
         server.stop()
         finish(procs, timeout=30)
