@@ -18,6 +18,7 @@ import torch
 from gguf import GGMLQuantizationType as Q
 
 from moestream.kernels import cpu
+from tests.kernels.test_kernels import activations, quantized_weight
 
 VNNI_TYPES = [Q.Q4_0, Q.Q8_0]
 PACKED_BASE = 64
@@ -33,6 +34,7 @@ import sys, torch
 from gguf import GGMLQuantizationType as Q
 from moestream.formats.weight import ExpertWeights
 from moestream.kernels import cpu
+from tests.kernels.test_kernels import activations, quantized_weight
 from moestream.layers.experts import group_by_expert
 from tests.kernels.test_kernels import activations, quantized_weight
 
@@ -97,3 +99,44 @@ def test_a_cap_below_the_cpu_is_obeyed(tmp_path):
     run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
     assert run.returncode == 0, run.stderr
     assert "avx512" not in run.stdout.split() and run.stdout.split(), run.stdout
+
+
+@pytest.mark.parametrize("qtype", VNNI_TYPES, ids=lambda q: q.name)
+def test_special_values_through_the_packed_layout_match_the_gguf_layout(qtype):
+    """Zeros, subnormals, +-inf, NaN and huge activations (test_special_values.py's rows) through the packed
+    gemv8 (one and two tokens at a time) give exactly the 8-row dots' outputs, NaN where they have NaN."""
+    from tests.kernels.test_special_values import K, special_x
+
+    x, w = special_x(), quantized_weight(qtype, 16, K, seed=int(qtype))
+    plain = cpu.matmul(x, w, 2, out=torch.full((x.shape[0], 16), 12345.0))
+    packed = cpu.pack(w, 2)
+    for rows in (slice(0, 9), slice(4, 5), slice(5, 7)):  # all, one token, a pair
+        got = cpu.matmul(x[rows].contiguous(), packed, 2, out=torch.full((len(range(9)[rows]), 16), 12345.0))
+        want = plain[rows]
+        assert torch.equal(got.isnan(), want.isnan()) and torch.equal(got[~got.isnan()], want[~want.isnan()])
+
+
+def test_concurrent_callers_get_their_own_results():
+    """Two Python threads (the GIL released in native code) calling the tier's kernels at once, on both layouts,
+    each get exactly what a lone call gives: the kernels keep no state between calls."""
+    import threading
+
+    cases = []
+    for q in VNNI_TYPES:
+        w, x = quantized_weight(q, 64, 1024, seed=int(q)), activations(5, 1024, seed=int(q))
+        for weight_ in (w, cpu.pack(w, 2)):
+            cases.append((x, weight_, cpu.matmul(x, weight_, 2)))
+    failures = []
+
+    def hammer(offset: int) -> None:
+        for i in range(40):
+            x, w, want = cases[(i + offset) % len(cases)]
+            if not torch.equal(cpu.matmul(x, w, 2), want):
+                failures.append((offset, i))
+
+    threads = [threading.Thread(target=hammer, args=(j,)) for j in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not failures, failures
