@@ -4,7 +4,9 @@
 Where the CPU has AVX-512 VNNI, this process runs that tier and a subprocess capped at MOESTREAM_KERNEL_TIER=avx2
 computes the same products; the two must agree bit for bit, for the GGUF layout (8-row dots) and the packed
 layout (one and many tokens), and through the fused expert FFN. Where the CPU lacks it, the table must not offer
-it (the comparison is then skipped, with that reason: there is nothing to compare)."""
+it (the comparison is then skipped, with that reason: there is nothing to compare). Special values (NaN, inf,
+subnormals, huge) through the packed layout, and two threads calling at once, give what a lone call on the GGUF
+layout gives."""
 
 from __future__ import annotations
 
